@@ -1,0 +1,1 @@
+"""Turning request bytes into model inputs: decoding, block DCT, preprocessing."""

