@@ -1,0 +1,120 @@
+"""8x8 block DCT of images, laid out the way a JPEG codec sees them.
+
+Coefficient (u, v) of a block has vertical frequency u (rows) and horizontal frequency v
+(columns); its natural index is ``u * 8 + v``, the layout of a JPEG quantization table.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from afdserve.imaging.decode import DecodedImage
+
+__all__ = ["ZIGZAG_ORDER", "block_dct", "dct_matrix", "image_dct", "rgb_to_ycbcr"]
+
+BLOCK = 8
+
+
+def dct_matrix(n: int = BLOCK) -> torch.Tensor:
+    """Orthonormal DCT-II basis D (n, n), float32: ``D @ x`` is the DCT of a column vector x."""
+    return _dct_matrix64(n).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _dct_matrix64(n: int) -> torch.Tensor:
+    # Built in float64 so float64 inputs get a float64-exact transform (cached: do not mutate).
+    k = torch.arange(n, dtype=torch.float64).unsqueeze(1)  # frequency
+    x = torch.arange(n, dtype=torch.float64).unsqueeze(0)  # sample position
+    d = torch.cos((2 * x + 1) * k * math.pi / (2 * n))
+    d[0] *= math.sqrt(1.0 / n)
+    d[1:] *= math.sqrt(2.0 / n)
+    return d
+
+
+def _zigzag_order(n: int = BLOCK) -> torch.Tensor:
+    # Walk the anti-diagonals s = u + v; odd diagonals run top-right -> bottom-left (u rising),
+    # even ones bottom-left -> top-right, as in ITU-T T.81 Figure A.6.
+    order = []
+    for s in range(2 * n - 1):
+        cells = [(u, s - u) for u in range(n) if 0 <= s - u < n]
+        if s % 2 == 0:
+            cells.reverse()
+        order.extend(u * n + v for u, v in cells)
+    return torch.tensor(order, dtype=torch.long)
+
+
+ZIGZAG_ORDER: torch.Tensor = _zigzag_order()
+"""(64,) long: position k in zig-zag order -> natural row-major index."""
+
+# JFIF (ITU-T T.871) full-range RGB -> YCbCr; chroma is offset by 128 below.
+_YCBCR_MATRIX = torch.tensor(
+    [
+        [0.299, 0.587, 0.114],
+        [-0.168736, -0.331264, 0.5],
+        [0.5, -0.418688, -0.081312],
+    ],
+    dtype=torch.float64,
+)
+_YCBCR_OFFSET = torch.tensor([0.0, 128.0, 128.0], dtype=torch.float64)
+
+
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [0, 255] -> JFIF full-range YCbCr in [0, 255], same shape."""
+    if rgb.dim() < 3 or rgb.shape[-3] != 3:
+        raise ValueError(f"expected (..., 3, H, W), got {tuple(rgb.shape)}")
+    if not rgb.is_floating_point():
+        rgb = rgb.to(torch.float32)
+    m = _YCBCR_MATRIX.to(device=rgb.device, dtype=rgb.dtype)
+    off = _YCBCR_OFFSET.to(device=rgb.device, dtype=rgb.dtype)
+    return torch.einsum("oc,...chw->...ohw", m, rgb) + off[:, None, None]
+
+
+def block_dct(planes: torch.Tensor, grid_offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Blockwise 8x8 DCT of (..., C, H, W) planes in [0, 255] on the grid starting at (dy, dx).
+
+    Values are level-shifted and scaled to ``(v - 128) / 128``. Blocks cut by the image border
+    (top/left when the grid is offset, bottom/right when the size is not a multiple of 8) are
+    completed by edge replication, as encoders pad. Returns (..., C * 64, Hb, Wb) where channel
+    ``c * 64 + k`` holds plane c's k-th coefficient in zig-zag order.
+    """
+    if planes.dim() < 3:
+        raise ValueError(f"expected (..., C, H, W), got {tuple(planes.shape)}")
+    dy, dx = (int(v) for v in grid_offset)
+    if not (0 <= dy < BLOCK and 0 <= dx < BLOCK):
+        raise ValueError(f"grid_offset must be in 0..7, got {grid_offset}")
+    *lead, c, h, w = planes.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"empty planes {tuple(planes.shape)}")
+    if not planes.is_floating_point():
+        planes = planes.to(torch.float32)
+
+    x = (planes.reshape(-1, c, h, w) - 128.0) / 128.0
+    # A grid starting at dy > 0 leaves a partial block of dy rows above it: pad it to 8.
+    top, left = (BLOCK - dy) % BLOCK, (BLOCK - dx) % BLOCK
+    bottom, right = -(h + top) % BLOCK, -(w + left) % BLOCK
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom), mode="replicate")
+    n = x.shape[0]
+    hb, wb = x.shape[-2] // BLOCK, x.shape[-1] // BLOCK
+
+    blocks = x.reshape(n, c, hb, BLOCK, wb, BLOCK)
+    d = _dct_matrix64(BLOCK).to(device=x.device, dtype=x.dtype)
+    # F = D X D^T per block: rows (y) transform to vertical frequency u, columns (x) to v.
+    coeffs = torch.einsum("uy,nciyjx,vx->ncijuv", d, blocks, d)
+    coeffs = coeffs.reshape(n, c, hb, wb, BLOCK * BLOCK)[..., ZIGZAG_ORDER.to(x.device)]
+    out = coeffs.permute(0, 1, 4, 2, 3).reshape(n, c * BLOCK * BLOCK, hb, wb)
+    return out.reshape(*lead, c * BLOCK * BLOCK, hb, wb)
+
+
+def image_dct(decoded: DecodedImage) -> torch.Tensor:
+    """(192, Hb, Wb) zig-zag block DCT of the decoded image's YCbCr planes on its JPEG grid."""
+    rgb = torch.from_numpy(np.array(decoded.image.convert("RGB"), dtype=np.float32))
+    ycbcr = rgb_to_ycbcr(rgb.permute(2, 0, 1))
+    return block_dct(ycbcr, decoded.grid_offset)

@@ -1,0 +1,87 @@
+"""The one preprocessing path from a decoded image to model inputs. Serving, evaluation and
+training all call ``prepare``, so what is measured is what is served.
+
+Geometry (what EfficientNet-Lite0's weights were measured with): shorter side resized to 256
+(bilinear), centre crop 224, pixels scaled to [-1, 1]. The DCT coefficients for the drift map are
+taken on the file's own 8x8 grid, over the blocks that cover the crop, and pooled to 28x28 (the
+input's 1/8 geometry) so a batch stacks into fixed shapes.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from afdserve.imaging.dct import block_dct, rgb_to_ycbcr
+from afdserve.imaging.decode import DecodedImage
+
+RESIZE_SHORTER = 256
+INPUT_SIZE = 224
+BLOCK = 8
+DCT_SIZE = INPUT_SIZE // BLOCK
+
+
+@dataclass
+class ModelInput:
+    image: torch.Tensor  # (3, 224, 224) in [-1, 1]
+    dct: torch.Tensor | None  # (192, 28, 28), or None for models without an AFD module
+    quality: float | None  # estimated IJG quality; None when the image is not a JPEG
+
+
+def crop_box(width: int, height: int) -> tuple[float, float, float, float]:
+    """The centre crop, in source pixels, of 'resize shorter side to 256, crop 224'."""
+    scale = RESIZE_SHORTER / min(width, height)
+    resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = (resized_w - INPUT_SIZE) // 2, (resized_h - INPUT_SIZE) // 2
+    sx, sy = width / resized_w, height / resized_h
+    return (left * sx, top * sy, (left + INPUT_SIZE) * sx, (top + INPUT_SIZE) * sy)
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, 224, 224) float in [-1, 1]."""
+    # Resizing only the crop box gives the same pixels as resizing everything and cropping,
+    # without ever holding a huge resized image (e.g. a 1x10000 strip resized to 256 high).
+    box = crop_box(*image.size)
+    resized = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=box)
+    x = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1)
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def dct_tensor(decoded: DecodedImage) -> torch.Tensor:
+    """(192, 28, 28) block DCT coefficients of the blocks covering the crop, on the file's grid."""
+    image = decoded.image
+    x0, y0, x1, y1 = crop_box(*image.size)
+    dy, dx = decoded.grid_offset
+    # Widen the crop to whole blocks of the file's grid (blocks start at offset + 8k).
+    left = max(0, dx + BLOCK * math.floor((x0 - dx) / BLOCK))
+    top = max(0, dy + BLOCK * math.floor((y0 - dy) / BLOCK))
+    right = min(image.width, dx + BLOCK * math.ceil((x1 - dx) / BLOCK))
+    bottom = min(image.height, dy + BLOCK * math.ceil((y1 - dy) / BLOCK))
+    region = np.array(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))), dtype=np.uint8)
+    rgb = torch.from_numpy(region).permute(2, 0, 1).float()
+    offset = ((dy - top) % BLOCK, (dx - left) % BLOCK)
+    coeffs = block_dct(rgb_to_ycbcr(rgb), grid_offset=offset)
+    # Average blocks into the input's 1/8 geometry (or repeat them, for images smaller than that).
+    return F.adaptive_avg_pool2d(coeffs, DCT_SIZE)
+
+
+def prepare(decoded: DecodedImage, with_dct: bool = True) -> ModelInput:
+    return ModelInput(
+        image=image_tensor(decoded.image),
+        dct=dct_tensor(decoded) if with_dct else None,
+        quality=decoded.quality,
+    )
+
+
+def collate(inputs: list[ModelInput]) -> dict[str, torch.Tensor | None]:
+    """Stack ModelInputs into the keyword arguments of ``AFDClassifier.forward``."""
+    with_dct = inputs[0].dct is not None
+    return {
+        "image": torch.stack([i.image for i in inputs]),
+        "dct": torch.stack([i.dct for i in inputs]) if with_dct else None,
+        # Non-JPEG inputs carry no compression: they count as quality 100.
+        "quality": torch.tensor([100.0 if i.quality is None else float(i.quality) for i in inputs]),
+    }
