@@ -12,7 +12,9 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["afdserve", "afdserve.*"]),
+    packages=find_packages(include=["afdserve", "afdserve.*"]) + ["afdserve.handlers"],
+    # handlers/ sits at the top of the repository and installs as afdserve.handlers.
+    package_dir={"afdserve.handlers": "handlers"},
     package_data={"afdserve": ["data/*.json", "weights/*.pt", "weights/*.json", "weights/*.md"]},
     install_requires=[
         "torch>=2.1",

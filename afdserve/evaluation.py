@@ -1,0 +1,114 @@
+"""Accuracy of built archives on a labelled image folder, computed in-process through the same
+``ClassifierService`` the handler runs, so the figures are those of the served model.
+
+``afdserve evaluate --archive model_store/afd_classifier.mar --quality original,10``
+"""
+
+import csv
+import io
+import json
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from PIL import Image
+from tqdm import tqdm
+
+from afdserve.serving.classifier_service import ClassifierService
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
+
+
+@dataclass
+class LabelledImage:
+    path: Path
+    label: int
+
+
+def load_labelled_folder(data_dir: Path) -> list[LabelledImage]:
+    """Images and labels from ``labels.csv`` (columns ``file`` and ``class_index``) beside an
+    ``images/`` folder, as in the ImageNet samples."""
+    data_dir = Path(data_dir)
+    with open(data_dir / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [LabelledImage(data_dir / "images" / r["file"], int(r["class_index"])) for r in rows]
+
+
+def jpeg_bytes(path: Path, quality: int | None) -> bytes:
+    """The file as stored (quality None) or re-encoded by Pillow at ``quality``, the way
+    users' compressed files are mostly made."""
+    raw = path.read_bytes()
+    if quality is None:
+        return raw
+    with Image.open(io.BytesIO(raw)) as im:
+        out = io.BytesIO()
+        im.convert("RGB").save(out, format="JPEG", quality=quality)
+        return out.getvalue()
+
+
+def service_from_archive(mar_path: Path, workdir: Path) -> ClassifierService:
+    """Unpack an archive and load its service the way the handler does."""
+    with zipfile.ZipFile(mar_path) as z:
+        z.extractall(workdir)
+    manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())
+    config = yaml.safe_load((workdir / "model-config.yaml").read_text())
+    model = manifest["model"]
+    return ClassifierService.from_model_dir(workdir, config["afdserve"], model["modelName"],
+                                            model.get("modelVersion", ""))
+
+
+def evaluate_service(service: ClassifierService, images: list[LabelledImage], quality: int | None,
+                     batch_size: int = 8) -> dict:
+    top1 = top5 = 0
+    seconds = 0.0
+    label = "original" if quality is None else f"q{quality}"
+    for start in tqdm(range(0, len(images), batch_size), desc=f"{service.model_name} {label}",
+                      unit="batch", leave=False):
+        chunk = images[start:start + batch_size]
+        bodies = [jpeg_bytes(item.path, quality) for item in chunk]
+        t0 = time.perf_counter()
+        answers = service.handle(bodies)
+        seconds += time.perf_counter() - t0
+        for item, answer in zip(chunk, answers):
+            predicted = [entry["index"] for entry in answer.body["top_k"]]
+            top1 += predicted[0] == item.label
+            top5 += item.label in predicted
+    n = len(images)
+    return {"quality": label, "images": n, "top1": top1 / n, "top5": top5 / n,
+            "ms_per_image": 1000 * seconds / n}
+
+
+def cmd_evaluate(args) -> int:
+    images = load_labelled_folder(args.data)
+    if args.limit:
+        images = images[: args.limit]
+    qualities = [None if q == "original" else int(q) for q in args.quality.split(",")]
+    results = []
+    for mar in args.archive:
+        with tempfile.TemporaryDirectory() as tmp:
+            service = service_from_archive(Path(mar), Path(tmp))
+            for quality in qualities:
+                row = {"model": service.model_name, "version": service.version,
+                       **evaluate_service(service, images, quality)}
+                results.append(row)
+                print(f"{row['model']} {row['version']} {row['quality']:>8}: top-1 {row['top1']:.3f} "
+                      f"top-5 {row['top5']:.3f} ({row['ms_per_image']:.1f} ms/image, batches of 8, "
+                      f"decode to answer)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="top-1/top-5 of archives on a labelled image folder")
+    p.add_argument("--archive", nargs="+", required=True, help=".mar files")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
+    p.add_argument("--quality", default="original,10",
+                   help="comma-separated JPEG qualities to re-encode at; 'original' keeps the files")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images")
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,130 @@
+"""Classification as a service, without TorchServe: request bodies in, (status, JSON) out.
+
+The TorchServe handler is a thin adapter over ``ClassifierService``; tests and benchmarks call the
+same object in-process, so the served answers are the in-process answers.
+"""
+
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from afdserve.imaging.preprocess import ModelInput, collate, prepare
+from afdserve.models.afd import AFDConfig
+from afdserve.models.classifier import AFDClassifier, load_deployed
+
+log = logging.getLogger(__name__)
+
+# Keys under which a JSON body may carry a base64-encoded image.
+JSON_IMAGE_KEYS = ("image", "data", "b64")
+
+
+class BadRequest(ValueError):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict
+
+    def json(self) -> str:
+        return json.dumps(self.body, separators=(",", ":"))
+
+
+def request_bytes(row) -> bytes:
+    """The image bytes of one TorchServe request row (raw body, form field or JSON base64)."""
+    value = row
+    if isinstance(row, dict):
+        # Raw bodies arrive as "body" (or "data"); a multipart form field under its own name.
+        value = row.get("data") if row.get("data") is not None else row.get("body")
+        if value is None:
+            value = next((v for v in row.values() if isinstance(v, (bytes, bytearray))), None)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, dict):  # a JSON body TorchServe already parsed
+        encoded = next((value[k] for k in JSON_IMAGE_KEYS if isinstance(value.get(k), str)), None)
+        if encoded is None:
+            raise BadRequest(f"JSON body must carry a base64-encoded image under one of {list(JSON_IMAGE_KEYS)}")
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("the JSON image field is not valid base64") from None
+    if isinstance(value, str):
+        raise BadRequest("the body is text, not an image: send the image file's bytes")
+    if value is None:
+        raise BadRequest("empty request body")
+    raise BadRequest("unrecognised request body")
+
+
+class ClassifierService:
+    def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
+                 device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.labels = labels
+        self.model_name = model_name
+        self.version = version
+        self.max_pixels = max_pixels
+        self.top_k = top_k
+
+    @classmethod
+    def from_model_dir(cls, model_dir, settings: dict, model_name: str, version: str,
+                       device="cpu") -> "ClassifierService":
+        """Load from an unpacked archive: ``settings`` is the ``afdserve`` section of its
+        model-config.yaml (weights file, AFD config, limits)."""
+        model_dir = Path(model_dir)
+        afd = AFDConfig.from_dict(settings["afd"]) if settings.get("afd") else None
+        model = load_deployed(afd, model_dir / settings.get("weights", "model.pt"))
+        labels = json.loads((model_dir / "index_to_name.json").read_text())
+        return cls(model, labels, model_name, version, device,
+                   max_pixels=int(settings.get("max_pixels", DEFAULT_MAX_PIXELS)),
+                   top_k=int(settings.get("top_k", 5)))
+
+    def prepare(self, row) -> ModelInput:
+        decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels)
+        return prepare(decoded, with_dct=self.model.uses_dct)
+
+    @torch.inference_mode()
+    def predict(self, inputs: list[ModelInput]) -> torch.Tensor:
+        """Class probabilities (N, 1000) for a batch, computed in one forward pass."""
+        batch = {k: (v.to(self.device) if v is not None else None) for k, v in collate(inputs).items()}
+        return self.model(**batch).float().softmax(dim=-1).cpu()
+
+    def answer(self, probabilities: torch.Tensor, quality: int | None) -> dict:
+        top = probabilities.topk(self.top_k)
+        return {
+            "model": self.model_name,
+            "version": self.version,
+            "jpeg_quality": quality,
+            "top_k": [
+                {"index": i, "synset": self.labels[str(i)][0], "label": self.labels[str(i)][1],
+                 "probability": round(p, 6)}
+                for p, i in zip(top.values.tolist(), top.indices.tolist())
+            ],
+        }
+
+    def handle(self, rows: list) -> list[Answer]:
+        """Answer every request of a batch; a bad one gets its own 4xx, the others 200."""
+        answers: list[Answer | None] = [None] * len(rows)
+        good: list[tuple[int, ModelInput]] = []
+        for idx, row in enumerate(rows):
+            try:
+                good.append((idx, self.prepare(row)))
+            except (BadRequest, ImageDecodeError) as err:
+                answers[idx] = Answer(err.status, {"error": str(err)})
+            except Exception:  # our bug, not the caller's: fail this request alone
+                log.exception("preparing request %d failed", idx)
+                answers[idx] = Answer(500, {"error": "internal error while preparing the image"})
+        if good:
+            probabilities = self.predict([inp for _, inp in good])
+            for (idx, inp), probs in zip(good, probabilities):
+                answers[idx] = Answer(200, self.answer(probs, inp.quality))
+        return answers

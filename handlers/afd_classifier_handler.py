@@ -1,0 +1,46 @@
+"""TorchServe handler for the classifier archives (``afd_classifier`` and ``lite0_baseline``).
+
+A thin adapter: TorchServe's initialize/handle calls are mapped onto
+``afdserve.serving.classifier_service.ClassifierService``, which the archive carries.
+"""
+
+import logging
+from http import HTTPStatus
+
+import torch
+
+from afdserve.serving.classifier_service import ClassifierService
+
+log = logging.getLogger(__name__)
+
+
+class AFDClassifierHandler:
+    def __init__(self):
+        self.service = None
+
+    def initialize(self, context):
+        properties = context.system_properties
+        gpu_id = properties.get("gpu_id")
+        if torch.cuda.is_available() and gpu_id is not None:
+            device = torch.device(f"cuda:{gpu_id}")
+        else:
+            device = torch.device("cpu")
+        manifest_model = context.manifest["model"]
+        settings = (context.model_yaml_config or {}).get("afdserve", {})
+        self.service = ClassifierService.from_model_dir(
+            properties["model_dir"], settings,
+            model_name=manifest_model["modelName"],
+            version=manifest_model.get("modelVersion", ""),
+            device=device,
+        )
+        log.info("%s %s ready on %s", self.service.model_name, self.service.version, device)
+
+    def handle(self, data, context):
+        answers = self.service.handle(data)
+        for idx, answer in enumerate(answers):
+            context.set_response_content_type(idx, "application/json")
+            if answer.status != 200:
+                # The reason phrase is the standard one (the JSON body says what was wrong), and
+                # keyword arguments because the positional order is (code, phrase, idx).
+                context.set_response_status(code=answer.status, phrase=HTTPStatus(answer.status).phrase, idx=idx)
+        return [answer.json() for answer in answers]
