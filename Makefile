@@ -1,0 +1,56 @@
+# make serve   build what is missing and start TorchServe in the background (make stop ends it)
+# make test    run the test suite (starts and stops its own servers on free ports)
+# Needs only python3 (3.9+) and Java 11+; everything else goes into .venv.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Java 11 is the oldest TorchServe 0.12's frontend runs on.
+JAVA_MIN := 11
+
+.PHONY: venv java-check build serve stop test clean
+
+venv: $(VENV)/.installed
+
+# The stamp is newer than setup.py and constraints.txt once they are installed: pip only runs
+# again when one of them changes (or the venv is deleted).
+$(VENV)/.installed: setup.py constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e '.[serve,eval,test]'
+	touch $@
+
+# TorchServe's launcher only fails once java is already needed, with a stack trace; say it here.
+# Like torchserve, prefer $$JAVA_HOME/bin/java over the java on PATH.
+java-check:
+	@java="$${JAVA_HOME:+$$JAVA_HOME/bin/}java"; \
+	if ! command -v "$$java" >/dev/null 2>&1; then \
+		echo "error: TorchServe needs Java $(JAVA_MIN)+ but '$$java' was not found." >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless" >&2; \
+		echo "  elsewhere: install a Java $(JAVA_MIN)+ runtime, put it on PATH or set JAVA_HOME." >&2; \
+		exit 1; \
+	fi; \
+	version=$$("$$java" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n 1); \
+	major=$$(echo "$$version" | awk -F. '{ print ($$1 == "1" ? $$2 : $$1) + 0 }'); \
+	if [ -z "$$version" ] || [ "$$major" -lt $(JAVA_MIN) ]; then \
+		echo "error: TorchServe needs Java $(JAVA_MIN)+, but $$java is version '$$version'." >&2; \
+		echo "  Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless (or set JAVA_HOME to a newer one)" >&2; \
+		exit 1; \
+	fi
+
+build: venv
+	$(BIN)/afdserve build --missing
+
+# java-check before build: no point building archives for a server that cannot start.
+serve: venv java-check build
+	$(BIN)/afdserve serve
+
+stop:
+	@if [ -x $(BIN)/afdserve ]; then $(BIN)/afdserve stop; else echo "no $(VENV): nothing was started"; fi
+
+test: venv java-check
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -f model_store/*.mar
+	rm -rf logs

@@ -1,0 +1,62 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# =============================================================================================
+# TorchServe server fixtures
+# Start a LocalTorchServe (the same start-up path as `afdserve serve`) on free ports with its own
+# TEMP/TMPDIR in a temporary workdir, and always stop it, also when the test or start() fails.
+#
+#   def test_x(torchserve_factory):
+#       server = torchserve_factory(model_store, {"afd_classifier": "afd_classifier.mar"})
+#       requests.post(f"{server.inference_url}/predictions/afd_classifier",
+#                     headers=server.inference_headers(), data=jpeg_bytes)
+# =============================================================================================
+
+
+@contextlib.contextmanager
+def _torchserve_servers(tmp_path_factory):
+    from afdserve.server import LocalTorchServe, free_ports
+
+    servers = []
+
+    def start(model_store, models: dict[str, str], timeout: float = 120, **kwargs):
+        workdir = tmp_path_factory.mktemp("torchserve")
+        kwargs.setdefault("config_file", REPO_ROOT / "config.properties")
+        kwargs.setdefault("ports", tuple(free_ports(3)))
+        kwargs.setdefault("tmpdir", workdir / "tmp")
+        server = LocalTorchServe(model_store, models, workdir, foreground=True, **kwargs)
+        servers.append(server)  # before start(): a failed start still gets stopped
+        server.start(timeout=timeout)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+@pytest.fixture
+def torchserve_factory(tmp_path_factory):
+    """Per test: call it to start a server; every server is stopped after the test."""
+    with _torchserve_servers(tmp_path_factory) as start:
+        yield start
+
+
+@pytest.fixture(scope="session")
+def torchserve_session_factory(tmp_path_factory):
+    """Same, but servers live until the end of the session (share one slow start)."""
+    with _torchserve_servers(tmp_path_factory) as start:
+        yield start
+
+
+# ============================================================================ end server fixtures
