@@ -125,3 +125,20 @@ def test_every_model_is_ready_with_its_version(server):
         assert described["modelVersion"] == spec.version
         assert described["batchSize"] == 8
         assert all(w["status"] == "READY" for w in described["workers"])
+
+
+def test_multipart_and_json_base64_bodies(server, in_process):
+    import base64
+
+    expected = in_process["lite0_baseline"].handle([PHOTOS["coffee_q10"]])[0].body
+    url = f"{server.inference_url}/predictions/lite0_baseline"
+    form = requests.post(url, files={"file": ("coffee.jpg", PHOTOS["coffee_q10"], "image/jpeg")},
+                         headers=server.inference_headers(), timeout=60)
+    assert form.status_code == 200, form.text
+    assert_same_answer(form.json(), expected)
+    encoded = base64.b64encode(PHOTOS["coffee_q10"]).decode()
+    as_json = requests.post(url, json={"image": encoded}, headers=server.inference_headers(), timeout=60)
+    assert as_json.status_code == 200, as_json.text
+    assert_same_answer(as_json.json(), expected)
+    no_image = requests.post(url, json={"text": "hello"}, headers=server.inference_headers(), timeout=60)
+    assert no_image.status_code == 400 and "base64" in no_image.json()["error"]
