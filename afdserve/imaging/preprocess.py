@@ -32,7 +32,13 @@ class ModelInput:
 
 
 def crop_box(width: int, height: int) -> tuple[float, float, float, float]:
-    """The centre crop, in source pixels, of 'resize shorter side to 256, crop 224'."""
+    """The centre crop, in source pixels, of 'resize shorter side to 256, crop 224'.
+
+    An image already at the input size is taken whole: a client that cropped to 224 itself (as
+    ImageNet-C's JPEG protocol does before compressing) gets its pixels, and its file's blocks,
+    fed as they are rather than upscaled and cropped again."""
+    if (width, height) == (INPUT_SIZE, INPUT_SIZE):
+        return (0.0, 0.0, float(INPUT_SIZE), float(INPUT_SIZE))
     scale = RESIZE_SHORTER / min(width, height)
     resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
     left, top = (resized_w - INPUT_SIZE) // 2, (resized_h - INPUT_SIZE) // 2
