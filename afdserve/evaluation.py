@@ -1,7 +1,12 @@
-"""Accuracy of built archives on a labelled image folder, computed in-process through the same
-``ClassifierService`` the handler runs, so the figures are those of the served model.
+"""Accuracy on labelled images, computed in-process through the serving code path.
 
-``afdserve evaluate --archive model_store/afd_classifier.mar --quality original,10``
+Two uses:
+- ``afdserve evaluate --archive model_store/afd_classifier.mar --quality original,10``: built
+  archives, through the same ``ClassifierService`` the handler runs.
+- ``afdserve evaluate --run runs/afd-v1``: a trained AFD module against the plain backbone on the
+  run's validation images (never trained on), at many JPEG qualities under two protocols, with
+  the share of the JPEG drop won back (paired bootstrap interval), the module's cost, a Markdown
+  table, JSON and a PNG plot. See ``afdserve.afd_report``.
 """
 
 import csv
@@ -49,6 +54,10 @@ def jpeg_bytes(path: Path, quality: int | None) -> bytes:
         return out.getvalue()
 
 
+def parse_qualities(text: str) -> list[int | None]:
+    return [None if q.strip() == "original" else int(q) for q in text.split(",")]
+
+
 def service_from_archive(mar_path: Path, workdir: Path) -> ClassifierService:
     """Unpack an archive and load its service the way the handler does."""
     with zipfile.ZipFile(mar_path) as z:
@@ -85,7 +94,7 @@ def cmd_evaluate(args) -> int:
     images = load_labelled_folder(args.data)
     if args.limit:
         images = images[: args.limit]
-    qualities = [None if q == "original" else int(q) for q in args.quality.split(",")]
+    qualities = parse_qualities(args.quality or "original,10")
     results = []
     for mar in args.archive:
         with tempfile.TemporaryDirectory() as tmp:
@@ -102,13 +111,31 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_dispatch(args) -> int:
+    if args.run:
+        from afdserve.afd_report import cmd_evaluate_runs
+
+        return cmd_evaluate_runs(args)
+    return cmd_evaluate(args)
+
+
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="top-1/top-5 of archives on a labelled image folder")
-    p.add_argument("--archive", nargs="+", required=True, help=".mar files")
+    p = subparsers.add_parser("evaluate", help="accuracy of archives or trained AFD runs on labelled images")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--archive", nargs="+", help=".mar files")
+    what.add_argument("--run", nargs="+", type=Path,
+                      help="AFD training run folders (afd_module.pt + afd_module.json); evaluated on "
+                           "their validation split against the plain backbone")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
                    help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
-    p.add_argument("--quality", default="original,10",
-                   help="comma-separated JPEG qualities to re-encode at; 'original' keeps the files")
+    p.add_argument("--quality", default=None,
+                   help="comma-separated JPEG qualities to re-encode at; 'original' keeps the files "
+                        "(default: original,10 for archives; original,5,7,10,15,18,20,25,30,40,50 for runs)")
+    p.add_argument("--protocols", default="P1,P2",
+                   help="runs only: P1 = resize/centre-crop to 224 then JPEG (ImageNet-C); "
+                        "P2 = JPEG the full image, then the serving preprocessing")
+    p.add_argument("--out", type=Path, default=None, help="runs only: results folder (default results/<run name>)")
+    p.add_argument("--bootstrap", type=int, default=2000, help="runs only: bootstrap resamples")
     p.add_argument("--limit", type=int, default=0, help="only the first N images")
-    p.add_argument("--json", help="also write the results here")
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--json", help="archives only: also write the results here")
+    p.set_defaults(func=cmd_dispatch)

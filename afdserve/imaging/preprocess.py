@@ -74,12 +74,19 @@ def dct_tensor(decoded: DecodedImage) -> torch.Tensor:
     return F.adaptive_avg_pool2d(coeffs, DCT_SIZE)
 
 
-def prepare(decoded: DecodedImage, with_dct: bool = True) -> ModelInput:
-    return ModelInput(
-        image=image_tensor(decoded.image),
-        dct=dct_tensor(decoded) if with_dct else None,
-        quality=decoded.quality,
-    )
+def resized_dct_tensor(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 224, 224) model input in [-1, 1] -> (..., 192, 28, 28): the block DCT of the
+    resized input on its own grid, which the JPEG's blocks no longer line up with (the public AFD
+    code's choice; kept as an ablation against ``dct_tensor``)."""
+    return block_dct(rgb_to_ycbcr((image.float() + 1.0) * 127.5))
+
+
+def prepare(decoded: DecodedImage, with_dct: bool = True, dct_source: str = "file-grid") -> ModelInput:
+    image = image_tensor(decoded.image)
+    dct = None
+    if with_dct:
+        dct = dct_tensor(decoded) if dct_source == "file-grid" else resized_dct_tensor(image)
+    return ModelInput(image=image, dct=dct, quality=decoded.quality)
 
 
 def collate(inputs: list[ModelInput]) -> dict[str, torch.Tensor | None]:

@@ -16,6 +16,7 @@ from torch import nn
 from afdserve.models.repconv import RepConv
 
 DCT_CHANNELS = 192  # 64 zig-zag coefficients for each of Y, Cb, Cr
+DCT_SOURCES = ("file-grid", "resized")
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,15 @@ class AFDConfig:
     gate: str = "spatial"  # "spatial": a drift map per position; "global": one gate per channel
     use_quality: bool = True  # feed the quality estimated from the quantization tables
     insert_after: str = "stem"  # "stem" or "blocks.N" of the backbone
+    # Where FDE-Net's coefficients come from: the file's own 8x8 grid ("file-grid"), or the
+    # resized 224x224 model input ("resized", as the public AFD code does). Serving must match.
+    dct_source: str = "file-grid"
 
     def __post_init__(self):
         if self.gate not in ("spatial", "global"):
             raise ValueError(f"gate must be 'spatial' or 'global', not {self.gate!r}")
+        if self.dct_source not in DCT_SOURCES:
+            raise ValueError(f"dct_source must be one of {DCT_SOURCES}, not {self.dct_source!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -90,7 +90,9 @@ class ClassifierService:
 
     def prepare(self, row) -> ModelInput:
         decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels)
-        return prepare(decoded, with_dct=self.model.uses_dct)
+        afd = self.model.afd
+        return prepare(decoded, with_dct=afd is not None,
+                       dct_source=afd.config.dct_source if afd is not None else "file-grid")
 
     @torch.inference_mode()
     def predict(self, inputs: list[ModelInput]) -> torch.Tensor:

@@ -1,0 +1,256 @@
+"""How much of the JPEG accuracy loss a trained AFD module wins back, and what it costs.
+
+For each run (a folder written by ``afdserve train``): the plain backbone and backbone + AFD (both
+in deployment form) classify the run's validation images, which training never saw, clean and at
+each JPEG quality under two protocols:
+  P1  ImageNet-C style: resize shorter side to 256, centre crop 224, then JPEG;
+  P2  JPEG the full image, then the serving preprocessing.
+Per quality: top-1/top-5 of both, and the share of the clean->JPEG top-1 drop the module wins
+back, with a paired bootstrap 95% interval (the same resampled images for both models).
+"""
+
+import io
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from afdserve.evaluation import LabelledImage, jpeg_bytes, load_labelled_folder, parse_qualities
+from afdserve.imaging.decode import decode_image
+from afdserve.imaging.preprocess import INPUT_SIZE, RESIZE_SHORTER, collate, prepare
+from afdserve.models.afd import AFDConfig
+from afdserve.models.classifier import AFDClassifier, build_classifier, fuse_for_deployment
+
+PROTOCOLS = {
+    "P1": "resize shorter side to 256, centre crop 224, then JPEG (ImageNet-C style)",
+    "P2": "JPEG the full image, then the serving preprocessing",
+}
+DEFAULT_QUALITIES = "original,5,7,10,15,18,20,25,30,40,50"
+
+
+@dataclass
+class AFDRun:
+    name: str
+    folder: Path
+    config: AFDConfig
+    weights: Path
+    record: dict
+    val_files: list[str]
+
+
+def load_run(folder: Path) -> AFDRun:
+    folder = Path(folder)
+    record = json.loads((folder / "afd_module.json").read_text())
+    values = dict(record["afd_config"])
+    values.setdefault("dct_source", record.get("dct_source", "file-grid"))
+    split = json.loads((folder / "split.json").read_text()) if (folder / "split.json").exists() else record["split"]
+    return AFDRun(folder.name, folder, AFDConfig.from_dict(values), folder / record.get("weights", "afd_module.pt"),
+                  record, list(split["val"]))
+
+
+def deployed_pair(run: AFDRun) -> tuple[AFDClassifier, AFDClassifier]:
+    """(plain backbone, backbone + the run's AFD module), both fused as they are served."""
+    plain = fuse_for_deployment(build_classifier(None))
+    afd = build_classifier(run.config)
+    afd.afd.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
+    return plain, fuse_for_deployment(afd)
+
+
+def centre_crop_224(image: Image.Image) -> Image.Image:
+    w, h = image.size
+    scale = RESIZE_SHORTER / min(w, h)
+    resized = image.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
+    left, top = (resized.width - INPUT_SIZE) // 2, (resized.height - INPUT_SIZE) // 2
+    return resized.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+
+
+def protocol_bytes(path: Path, protocol: str, quality: int | None) -> bytes:
+    """The request body a user would send under ``protocol``; quality None is the clean input."""
+    if protocol == "P2":
+        return jpeg_bytes(path, quality)
+    crop = centre_crop_224(decode_image(path.read_bytes()).image)
+    out = io.BytesIO()
+    if quality is None:
+        crop.save(out, format="PNG")  # lossless: the clean reference
+    else:
+        crop.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+@torch.inference_mode()
+def score(models: dict[str, AFDClassifier], images: list[LabelledImage], protocol: str,
+          quality: int | None, dct_source: str, batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
+    """Per-image top-1 and top-5 correctness of each model on the same prepared inputs."""
+    hits = {name: {"top1": [], "top5": []} for name in models}
+    label = "clean" if quality is None else f"q{quality}"
+    for start in tqdm(range(0, len(images), batch_size), desc=f"{protocol} {label}", unit="batch", leave=False):
+        chunk = images[start:start + batch_size]
+        inputs = [prepare(decode_image(protocol_bytes(i.path, protocol, quality)), dct_source=dct_source)
+                  for i in chunk]
+        batch = collate(inputs)
+        labels = torch.tensor([i.label for i in chunk])
+        for name, model in models.items():
+            top5 = model(**batch).topk(5).indices
+            hits[name]["top1"].append((top5[:, 0] == labels).numpy())
+            hits[name]["top5"].append((top5 == labels[:, None]).any(1).numpy())
+    return {name: {k: np.concatenate(v) for k, v in h.items()} for name, h in hits.items()}
+
+
+def bootstrap_share(plain_clean, plain_q, afd_q, resamples: int, seed: int = 0) -> tuple[float, float, float]:
+    """Share of the clean->JPEG top-1 drop that AFD wins back, and its paired 95% interval."""
+    drop = plain_clean.mean() - plain_q.mean()
+    point = (afd_q.mean() - plain_q.mean()) / drop if drop > 0 else math.nan
+    idx = np.random.default_rng(seed).integers(0, len(plain_q), (resamples, len(plain_q)))
+    drops = plain_clean[idx].mean(1) - plain_q[idx].mean(1)
+    gains = afd_q[idx].mean(1) - plain_q[idx].mean(1)
+    shares = np.where(drops > 0, gains / np.where(drops > 0, drops, 1), np.nan)
+    if np.isnan(shares).all():
+        return point, math.nan, math.nan
+    lo, hi = np.nanpercentile(shares, [2.5, 97.5])
+    return float(point), float(lo), float(hi)
+
+
+def forward_macs(model: AFDClassifier, batch: dict) -> int:
+    with FlopCounterMode(display=False) as counter:
+        model(**batch)
+    return counter.get_total_flops() // 2  # multiply-adds: one FLOP pair each
+
+
+@torch.inference_mode()
+def module_cost(plain: AFDClassifier, afd: AFDClassifier, sample: dict, repeats: int = 20) -> dict:
+    """Parameters and multiply-adds of the module next to the backbone's, and the measured
+    per-image latency of both (same batch, interleaved in the same run, median of ``repeats``)."""
+    one = {k: v[:1] for k, v in sample.items()}
+    backbone_macs, afd_macs = forward_macs(plain, one), forward_macs(afd, one)
+    times = {"plain": [], "afd": []}
+    for _ in range(3):
+        plain(**sample), afd(**sample)
+    for _ in range(repeats):
+        for name, model in (("plain", plain), ("afd", afd)):
+            t0 = time.perf_counter()
+            model(**sample)
+            times[name].append(1000 * (time.perf_counter() - t0) / len(sample["image"]))
+    plain_ms, afd_ms = statistics.median(times["plain"]), statistics.median(times["afd"])
+    return {
+        "backbone_parameters": sum(p.numel() for p in plain.parameters()),
+        "module_parameters": sum(p.numel() for p in afd.afd.parameters()),
+        "backbone_macs": backbone_macs,
+        "module_macs": afd_macs - backbone_macs,
+        "batch_size": len(sample["image"]),
+        "threads": torch.get_num_threads(),
+        "plain_ms_per_image": plain_ms,
+        "afd_ms_per_image": afd_ms,
+        "latency_overhead": afd_ms / plain_ms - 1,
+    }
+
+
+def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols, resamples: int) -> dict:
+    plain, afd = deployed_pair(run)
+    models = {"plain": plain, "afd": afd}
+    rows = []
+    for protocol in protocols:
+        clean = score(models, images, protocol, None, run.config.dct_source)
+        for quality in qualities:
+            hits = clean if quality is None else score(models, images, protocol, quality, run.config.dct_source)
+            row = {"protocol": protocol, "quality": "clean" if quality is None else quality, "images": len(images)}
+            for name in models:
+                row[f"{name}_top1"] = float(hits[name]["top1"].mean())
+                row[f"{name}_top5"] = float(hits[name]["top5"].mean())
+            if quality is not None:
+                share, lo, hi = bootstrap_share(clean["plain"]["top1"], hits["plain"]["top1"],
+                                                hits["afd"]["top1"], resamples)
+                row.update(drop=float(clean["plain"]["top1"].mean()) - row["plain_top1"],
+                           recovered_share=share, recovered_ci95=[lo, hi])
+            rows.append(row)
+    sample_inputs = [prepare(decode_image(jpeg_bytes(i.path, 10)), dct_source=run.config.dct_source)
+                     for i in images[:8]]
+    return {"run": run.name, "config": run.config.to_dict(), "protocols": {p: PROTOCOLS[p] for p in protocols},
+            "rows": rows, "cost": module_cost(plain, afd, collate(sample_inputs)),
+            "training": {k: run.record.get(k) for k in ("steps", "images_seen", "wall_time_s", "device", "threads")}}
+
+
+def pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def markdown_table(result: dict) -> str:
+    lines = [f"### {result['run']}", "",
+             "| protocol | quality | plain top-1 | AFD top-1 | plain top-5 | AFD top-5 | drop won back (95% CI) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        won = ""
+        if "recovered_share" in r:
+            lo, hi = r["recovered_ci95"]
+            won = f"{pct(r['recovered_share'])}% ({pct(lo)} to {pct(hi)})"
+        lines.append(f"| {r['protocol']} | {r['quality']} | {pct(r['plain_top1'])} | {pct(r['afd_top1'])} "
+                     f"| {pct(r['plain_top5'])} | {pct(r['afd_top5'])} | {won} |")
+    c = result["cost"]
+    lines += ["", f"Cost: module {c['module_parameters']:,} parameters and {c['module_macs'] / 1e6:.1f}M "
+              f"multiply-adds per image, next to the backbone's {c['backbone_parameters']:,} and "
+              f"{c['backbone_macs'] / 1e6:.1f}M; latency {c['plain_ms_per_image']:.1f} -> "
+              f"{c['afd_ms_per_image']:.1f} ms per image (+{100 * c['latency_overhead']:.0f}%, batch "
+              f"{c['batch_size']}, {c['threads']} threads, model only, in-process)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = list(result["protocols"])
+    fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 4.2), sharey=True, squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        rows = [r for r in result["rows"] if r["protocol"] == protocol]
+        jpeg = [r for r in rows if r["quality"] != "clean"]
+        clean = next((r for r in rows if r["quality"] == "clean"), None)
+        q = [r["quality"] for r in jpeg]
+        for name, label, colour in (("plain", "EfficientNet-Lite0", "tab:gray"),
+                                    ("afd", "Lite0 + AFD", "tab:blue")):
+            ax.plot(q, [100 * r[f"{name}_top1"] for r in jpeg], "o-", color=colour, label=label)
+            if clean:
+                ax.axhline(100 * clean[f"{name}_top1"], color=colour, ls="--", lw=1,
+                           label=f"{label}, clean")
+        ax.set_title(f"{protocol}: {result['protocols'][protocol]}", fontsize=9)
+        ax.set_xlabel("JPEG quality")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"top-1 (%), {result['rows'][0]['images']} validation images")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"AFD run {result['run']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_evaluate_runs(args) -> int:
+    all_images = {i.path.name: i for i in load_labelled_folder(args.data)}
+    qualities = parse_qualities(args.quality or DEFAULT_QUALITIES)
+    protocols = args.protocols.split(",")
+    unknown = set(protocols) - set(PROTOCOLS)
+    if unknown:
+        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; known: {list(PROTOCOLS)}")
+    results = []
+    for folder in args.run:
+        run = load_run(folder)
+        images = [all_images[name] for name in run.val_files if name in all_images]
+        if args.limit:
+            images = images[: args.limit]
+        out = args.out / run.name if args.out and len(args.run) > 1 else (args.out or Path("results") / run.name)
+        out.mkdir(parents=True, exist_ok=True)
+        result = evaluate_run(run, images, qualities, protocols, args.bootstrap)
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        (out / "eval.md").write_text(markdown_table(result))
+        plot(result, out / "accuracy_vs_quality.png")
+        print(markdown_table(result), flush=True)
+        print(f"written: {out}/eval.md, eval.json, accuracy_vs_quality.png", flush=True)
+        results.append(result)
+    return 0
