@@ -49,10 +49,8 @@ class AFDRun:
 def load_run(folder: Path) -> AFDRun:
     folder = Path(folder)
     record = json.loads((folder / "afd_module.json").read_text())
-    values = dict(record["afd_config"])
-    values.setdefault("dct_source", record.get("dct_source", "file-grid"))
     split = json.loads((folder / "split.json").read_text()) if (folder / "split.json").exists() else record["split"]
-    return AFDRun(folder.name, folder, AFDConfig.from_dict(values), folder / record.get("weights", "afd_module.pt"),
+    return AFDRun(folder.name, folder, AFDConfig.from_record(record), folder / record.get("weights", "afd_module.pt"),
                   record, list(split["val"]))
 
 

@@ -7,6 +7,7 @@ pip dependencies (torch, timm, pillow, numpy, pyyaml) serves it.
 """
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -39,19 +40,32 @@ FRONTEND_CONFIG = {
 }
 
 
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+
+
 @dataclass(frozen=True)
 class ClassifierArchive:
     name: str
     version: str
-    afd: AFDConfig | None  # None: the plain backbone
+    # A trained AFD module shipped in afdserve/weights/: "<stem>.pt" (state dict) beside
+    # "<stem>.json" (its training record, which holds the module's config). None: no AFD module.
+    afd_release: str | None
     handler: str = "afd_classifier_handler.py"
     description: str = ""
+
+    def afd_config(self) -> AFDConfig | None:
+        if self.afd_release is None:
+            return None
+        return AFDConfig.from_record(json.loads((WEIGHTS_DIR / f"{self.afd_release}.json").read_text()))
+
+    def afd_weights(self) -> Path | None:
+        return None if self.afd_release is None else WEIGHTS_DIR / f"{self.afd_release}.pt"
 
 
 CLASSIFIERS = {
     "afd_classifier": ClassifierArchive(
-        "afd_classifier", "0.1", AFDConfig(),
-        description="EfficientNet-Lite0 with an AFD module (untrained: an exact identity)"),
+        "afd_classifier", "1.0", "afd_v1",
+        description="EfficientNet-Lite0 with the trained AFD module afd_v1"),
     "lite0_baseline": ClassifierArchive(
         "lite0_baseline", "1.0", None, description="EfficientNet-Lite0, ImageNet weights, no AFD"),
 }
@@ -83,18 +97,15 @@ def stage_library(extras_dir: Path) -> None:
             shutil.copy2(source, target / part)
 
 
-def deployment_weights(spec: ClassifierArchive, afd_weights: Path | None = None) -> dict:
+def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None) -> dict:
     """The classifier's state dict in deployment form."""
-    model = build_classifier(spec.afd, pretrained=True)
+    model = build_classifier(afd_config, pretrained=True)
     if afd_weights is not None:
-        if model.afd is None:
-            raise ValueError(f"{spec.name} has no AFD module to load {afd_weights} into")
         model.afd.load_state_dict(torch.load(afd_weights, map_location="cpu", weights_only=True))
     return fuse_for_deployment(model).state_dict()
 
 
-def build_classifier_archive(spec: ClassifierArchive, model_store: Path,
-                             afd_weights: Path | None = None) -> Path:
+def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path:
     model_store = Path(model_store)
     model_store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"afdserve-build-{spec.name}-") as tmp:
@@ -102,13 +113,15 @@ def build_classifier_archive(spec: ClassifierArchive, model_store: Path,
         extras = staging / "extras"  # its contents land at the archive's root
         stage_library(extras)
         shutil.copy2(PACKAGE_DIR / "data" / "index_to_name.json", extras / "index_to_name.json")
-        torch.save(deployment_weights(spec, afd_weights), staging / "model.pt")
+        afd_config = spec.afd_config()
+        torch.save(deployment_weights(afd_config, spec.afd_weights()), staging / "model.pt")
         config = dict(FRONTEND_CONFIG)
         config["afdserve"] = {
             "model": spec.name,
             "description": spec.description,
             "weights": "model.pt",
-            "afd": spec.afd.to_dict() if spec.afd else None,
+            "afd": afd_config.to_dict() if afd_config else None,
+            "afd_release": spec.afd_release,
             "library_version": afdserve.__version__,
         }
         (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -47,6 +47,13 @@ class AFDConfig:
             raise ValueError(f"unknown AFD config keys: {sorted(unknown)}")
         return cls(**values)
 
+    @classmethod
+    def from_record(cls, record: dict) -> "AFDConfig":
+        """The config a training record (``afd_module.json`` of ``afdserve train``) describes."""
+        values = dict(record["afd_config"])
+        values.setdefault("dct_source", record.get("dct_source", "file-grid"))
+        return cls.from_dict(values)
+
 
 class FDENet(nn.Module):
     """DCT coefficients (N, 192, h, w) -> drift gate (N, C, h, w) or (N, C, 1, 1)."""

@@ -1,0 +1,714 @@
+"""Training the AFD module on the fly from clean images: the backbone stays frozen and is its own
+teacher, so no labels are needed.
+
+Each training sample is a pair made from one clean image of the training split: a random crop
+(random area and aspect) and flip, resized so its shorter side is random in [224, 448], then
+
+* student: JPEG-compressed with Pillow at a random quality, then ``prepare(decode_image(...))``,
+  exactly the serving path (the file's own 8x8 grid, the quality estimated from its tables);
+* teacher: the same clean crop through ``image_tensor``, so both see the same geometry.
+
+The loss pulls the student towards the teacher: ``kd`` (KL divergence of the output
+distributions), ``feature`` (MSE of the features right after the AFD module against the clean
+features there) or ``both``.
+
+``afdserve train --steps 1800`` (or ``python -m afdserve.training``) writes into ``runs/afd-<name>``:
+``afd_module.pt`` (the AFD state dict, unfused, plain tensors), ``afd_module.json`` (the recipe and
+results), ``afd_module.md``, ``split.json``, ``train_log.jsonl`` and ``checkpoint.pt`` (for
+``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import afdserve
+from afdserve.evaluation import DEFAULT_DATA_DIR, LabelledImage, jpeg_bytes, load_labelled_folder
+from afdserve.imaging.decode import decode_image
+from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
+from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
+from afdserve.models.classifier import INSERTION_POINTS, AFDClassifier, build_classifier
+
+LOSSES = ("kd", "feature", "both")
+TRAIN_INSERTION_POINTS = ("stem", "blocks.0", "blocks.1")  # early features: where JPEG drift lives
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "afd_module.pt"
+RECORD = "afd_module.json"
+SUMMARY = "afd_module.md"
+SPLIT = "split.json"
+TRAIN_LOG = "train_log.jsonl"
+
+# Arguments that may differ between an interrupted run and its --resume; every other one shapes
+# the result and must match.
+RESUMABLE_CHANGES = {"resume", "out", "name", "no_progress", "workers", "threads", "device", "max_minutes", "pause_at",
+                     "checkpoint_every", "log_every", "val_batch", "func", "command"}
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def split_key(name: str) -> float:
+    """A file's place in [0, 1), from the SHA-256 of its name: a file stays on its side of the
+    split whatever other files the folder holds."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def split_images(images: list[LabelledImage], val_fraction: float):
+    """(train, validation): validation holds the files whose key is below ``val_fraction``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train = [i for i in images if split_key(i.path.name) >= val_fraction]
+    val = [i for i in images if split_key(i.path.name) < val_fraction]
+    return train, val
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class PairRecipe:
+    """How a clean image becomes a (student, teacher) training pair."""
+
+    quality_range: tuple[int, int] = (5, 50)
+    quality_dist: str = "log-uniform"
+    shorter_side: tuple[int, int] = (224, 448)
+    min_crop_area: float = 0.25
+    dct_source: str = "file-grid"
+    high_quality_share: float = 0.2
+    high_quality_range: tuple[int, int] = (75, 95)
+    # Share of pairs compressed as an exact 224x224 crop, which serving takes as it is: the
+    # ImageNet-C protocol (crop, then JPEG), where blocks are never rescaled before the model.
+    input_sized_share: float = 0.0
+
+    def draw_quality(self, rng: np.random.Generator) -> int:
+        # Some nearly clean pairs teach the module to leave good images alone (the quality input
+        # tells it which they are); drawn only when asked, so share 0 keeps the random streams.
+        if self.high_quality_share > 0 and rng.random() < self.high_quality_share:
+            return int(rng.integers(self.high_quality_range[0], self.high_quality_range[1] + 1))
+        lo, hi = self.quality_range
+        if self.quality_dist == "uniform":
+            return int(rng.integers(lo, hi + 1))
+        # Log-uniform: as many draws in 5-10 as in 25-50, where the drift is worst.
+        return int(np.clip(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))), lo, hi))
+
+
+def random_crop_box(width: int, height: int, rng: np.random.Generator, min_area: float):
+    """A crop of random area (fraction of the image in [min_area, 1]) and aspect in [3/4, 4/3]."""
+    for _ in range(10):
+        area = width * height * rng.uniform(min_area, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w, h = math.sqrt(area * aspect), math.sqrt(area / aspect)
+        if w <= width and h <= height:
+            left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            return (left, top, left + w, top + h)
+    return (0.0, 0.0, float(width), float(height))
+
+
+def make_pair(clean: Image.Image, rng: np.random.Generator, recipe: PairRecipe):
+    """(student ModelInput from the JPEG, teacher image tensor of the clean crop, JPEG quality)."""
+    box = random_crop_box(clean.width, clean.height, rng, recipe.min_crop_area)
+    crop_w, crop_h = box[2] - box[0], box[3] - box[1]
+    if recipe.input_sized_share > 0 and rng.random() < recipe.input_sized_share:
+        side = min(crop_w, crop_h)  # a square of the crop, straight to the model's input size
+        box = (box[0], box[1], box[0] + side, box[1] + side)
+        size = (INPUT_SIZE, INPUT_SIZE)
+    else:
+        shorter = int(rng.integers(recipe.shorter_side[0], recipe.shorter_side[1] + 1))
+        scale = shorter / min(crop_w, crop_h)
+        size = (max(1, round(crop_w * scale)), max(1, round(crop_h * scale)))
+    crop = clean.resize(size, Image.Resampling.BICUBIC, box=box)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    quality = recipe.draw_quality(rng)
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=quality)
+    # The serving path, byte for byte: decode, estimate quality from the tables, prepare.
+    student = prepare(decode_image(buf.getvalue()), dct_source=recipe.dct_source)
+    # Same size, no EXIF: image_tensor crops the clean image exactly as prepare cropped the JPEG.
+    teacher = image_tensor(crop)
+    return student, teacher, quality
+
+
+class CompressedPairs(Dataset):
+    """Sample ``k`` of the run is a pure function of (seed, k): the image comes from a per-epoch
+    permutation, the augmentation from its own random stream. So worker count, worker order and
+    --resume never change what the model sees."""
+
+    def __init__(self, images: list[LabelledImage], recipe: PairRecipe, seed: int, samples: int):
+        if not images:
+            raise ValueError("no training images")
+        self.paths = [i.path for i in images]
+        self.recipe = recipe
+        self.seed = seed
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def image_index(self, k: int) -> int:
+        epoch, position = divmod(k, len(self.paths))
+        order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.paths))
+        return int(order[position])
+
+    def __getitem__(self, k: int):
+        path = self.paths[self.image_index(k)]
+        clean = decode_image(path.read_bytes()).image
+        return make_pair(clean, np.random.default_rng([self.seed, 1, k]), self.recipe)
+
+
+class _FromSample(torch.utils.data.Sampler):
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def collate_pairs(samples):
+    students, teachers, qualities = zip(*samples)
+    return {"student": collate(list(students)), "teacher": torch.stack(teachers),
+            "jpeg_quality": torch.tensor(qualities, dtype=torch.float32)}
+
+
+class _ValImages(Dataset):
+    """Validation images, re-encoded at ``quality`` (None: the file as stored), through prepare."""
+
+    def __init__(self, images: list[LabelledImage], quality: int | None, dct_source: str):
+        self.images, self.quality, self.dct_source = images, quality, dct_source
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        item = self.images[i]
+        decoded = decode_image(jpeg_bytes(item.path, self.quality))
+        return prepare(decoded, dct_source=self.dct_source), item.label
+
+
+def _collate_val(samples):
+    inputs, labels = zip(*samples)
+    return collate(list(inputs)), torch.tensor(labels)
+
+
+# ----------------------------------------------------------------------------- model and losses
+
+
+def insertion_channels(plain: AFDClassifier, point: str) -> int:
+    """Channels of the backbone's features at ``point``, found by running it (stem 32, blocks.0 16,
+    blocks.1 24 for Lite0), so other backbones or points need no table."""
+    if point not in INSERTION_POINTS:
+        raise ValueError(f"insert_after must be one of {INSERTION_POINTS}")
+    with torch.no_grad():
+        return plain.features(torch.zeros(1, 3, 32, 32), stop_after=point).shape[1]
+
+
+def build_student_and_teacher(config_args) -> tuple[AFDClassifier, AFDClassifier, AFDConfig]:
+    """The student (backbone + AFD) and the teacher (the same backbone object, no AFD): one copy
+    of the frozen weights in memory."""
+    teacher = build_classifier(None, pretrained=True)
+    config = AFDConfig(
+        channels=insertion_channels(teacher, config_args.insert_after),
+        width=config_args.width,
+        gate=config_args.gate,
+        use_quality=not config_args.no_quality,
+        insert_after=config_args.insert_after,
+        dct_source=config_args.dct_source,
+    )
+    student = AFDClassifier(teacher.backbone, AFDModule(config))
+    return student, teacher.eval(), config
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the softened distributions, times T^2 so gradients keep their
+    scale whatever the temperature (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    log_target=True, reduction="batchmean") * (t * t)
+
+
+@contextlib.contextmanager
+def _capture_output(module: torch.nn.Module, into: dict):
+    handle = module.register_forward_hook(lambda _m, _i, out: into.__setitem__("out", out))
+    try:
+        yield into
+    finally:
+        handle.remove()
+
+
+def compute_losses(student: AFDClassifier, teacher: AFDClassifier, batch: dict, loss: str,
+                   temperature: float, feature_weight: float) -> dict[str, torch.Tensor]:
+    point = student.afd.config.insert_after
+    inputs, clean = batch["student"], batch["teacher"]
+    out = {}
+    with torch.no_grad():
+        teacher_logits = teacher(clean) if loss in ("kd", "both") else None
+        teacher_features = teacher.features(clean, stop_after=point) if loss in ("feature", "both") else None
+    if loss == "feature":
+        # Only the backbone up to the insertion point and the module run: several times cheaper.
+        corrected = student.features(**inputs, stop_after=point)
+    else:
+        with _capture_output(student.afd, {}) as captured:
+            student_logits = student(**inputs)
+        corrected = captured["out"]
+        out["kd"] = kd_loss(student_logits, teacher_logits, temperature)
+    if teacher_features is not None:
+        out["feature"] = F.mse_loss(corrected, teacher_features)
+    if loss == "kd":
+        out["loss"] = out["kd"]
+    elif loss == "feature":
+        out["loss"] = out["feature"]
+    else:
+        out["loss"] = out["kd"] + feature_weight * out["feature"]
+    return out
+
+
+def lr_factor(step: int, steps: int, warmup: int, floor: float = 0.01) -> float:
+    """Linear warm-up, then cosine down to ``floor`` of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@torch.no_grad()
+def validate(student: AFDClassifier, teacher: AFDClassifier, images: list[LabelledImage],
+             qualities: list[int | None], dct_source: str, device: torch.device, batch_size: int = 32,
+             workers: int = 0) -> list[dict]:
+    """Top-1 of the plain backbone and of backbone + AFD on the same prepared inputs, per quality.
+
+    Also the mean KL divergence from the plain backbone's prediction on the file as stored (the
+    clean reference): a steadier figure than top-1 on a few hundred images.
+    """
+    student.eval()
+
+    def logits_at(quality):
+        loader = DataLoader(_ValImages(images, quality, dct_source), batch_size=batch_size,
+                            num_workers=workers, collate_fn=_collate_val)
+        plain, afd, labels = [], [], []
+        for inputs, y in loader:
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            plain.append(teacher(inputs["image"]).float().cpu())
+            afd.append(student(**inputs).float().cpu())
+            labels.append(y)
+        return torch.cat(plain), torch.cat(afd), torch.cat(labels)
+
+    reference = None
+    by_quality = {}
+    for quality in sorted(set(qualities), key=lambda q: q is not None):  # the stored files first
+        by_quality[quality] = logits_at(quality)
+        if quality is None:
+            reference = by_quality[None][0]
+    if reference is None:
+        reference = logits_at(None)[0]
+    ref_logp = F.log_softmax(reference, dim=1)
+
+    results = []
+    for quality in qualities:
+        plain, afd, labels = by_quality[quality]
+        row = {"quality": "original" if quality is None else quality, "images": len(labels)}
+        for name, logits in (("plain", plain), ("afd", afd)):
+            row[f"top1_{name}"] = (logits.argmax(1) == labels).float().mean().item()
+            row[f"kl_to_clean_{name}"] = F.kl_div(F.log_softmax(logits, 1), ref_logp, log_target=True,
+                                                  reduction="batchmean").item()
+            row[f"agree_clean_{name}"] = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
+        results.append(row)
+    return results
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def default_name(args) -> str:
+    name = f"{args.loss}-{args.insert_after}-{args.gate}-w{args.width}"
+    if args.no_quality:
+        name += "-noq"
+    if args.dct_source != "file-grid":
+        name += f"-{args.dct_source}"
+    return name
+
+
+def _plain(value):
+    """Argument values as JSON-friendly plain types (Paths to str, tuples to lists)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def args_dict(args) -> dict:
+    return {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a crash mid-write never leaves a half checkpoint
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    record: dict
+    student: AFDClassifier
+    completed: bool  # all --steps done
+    stopped: str | None = None  # "pause-at", "max-minutes" or "interrupted" when it ended early
+
+
+def run_training(args) -> TrainResult:
+    """Train (or resume) per ``args`` (the parsed ``train`` arguments); see the module docstring."""
+    threads = args.threads or os.cpu_count() or 1
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_training(args, pick_device(args.device), threads)
+    finally:
+        torch.set_num_threads(previous)  # a library call should not leave the process changed
+
+
+def _run_training(args, device: torch.device, threads: int) -> TrainResult:
+    torch.manual_seed(args.seed)
+    out_dir = Path(args.out) if args.out else Path("runs") / f"afd-{args.name or default_name(args)}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    images = load_labelled_folder(args.data)
+    train_images, val_images = split_images(images, args.val_fraction)
+    if not train_images:
+        raise SystemExit(f"no training images in {args.data} with --val-fraction {args.val_fraction}")
+    split = {"data": str(Path(args.data).resolve()), "val_fraction": args.val_fraction,
+             "rule": "validation iff sha256(file name)[:8] / 2**64 < val_fraction",
+             "train": [i.path.name for i in train_images], "val": [i.path.name for i in val_images]}
+    _atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
+
+    student, teacher, config = build_student_and_teacher(args)
+    student.to(device)
+    params = list(student.afd.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
+
+    step, elapsed, recent, log_mode = 0, 0.0, [], "w"
+    if args.resume:
+        step, elapsed, recent = _load_checkpoint(out_dir / CHECKPOINT, args, student, optimizer, scheduler)
+        log_mode = "a"
+        _truncate_log(out_dir / TRAIN_LOG, step)
+        print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
+    recent = collections.deque(recent, maxlen=50)  # the last steps' losses, for the record
+
+    recipe = PairRecipe(quality_range=tuple(args.quality_range), quality_dist=args.quality_dist,
+                        shorter_side=tuple(args.shorter_side), min_crop_area=args.min_crop_area,
+                        dct_source=args.dct_source, high_quality_share=args.high_quality_share,
+                        high_quality_range=tuple(args.high_quality_range),
+                        input_sized_share=args.input_sized_share)
+    stop = args.steps if args.pause_at is None else min(args.steps, args.pause_at)
+    dataset = CompressedPairs(train_images, recipe, args.seed, args.steps * args.batch_size)
+    loader = DataLoader(dataset, batch_size=args.batch_size,
+                        sampler=_FromSample(step * args.batch_size, stop * args.batch_size),
+                        num_workers=args.workers, collate_fn=collate_pairs,
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        prefetch_factor=4 if args.workers else None)
+
+    def save_checkpoint():
+        _atomic_torch_save({
+            "step": step, "elapsed_s": elapsed, "recent": list(recent), "args": args_dict(args),
+            "afd_config": config.to_dict(), "afd": student.afd.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }, out_dir / CHECKPOINT)
+
+    student.train()  # AFDClassifier keeps the frozen backbone's batch norms in eval mode
+    stopped = None
+    session_start, session_images = time.perf_counter(), 0
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
+               dynamic_ncols=True, disable=args.no_progress)
+    smoothed = None
+    with open(out_dir / TRAIN_LOG, log_mode) as log:
+        try:
+            last = time.perf_counter()
+            for batch in loader:
+                batch = {"student": {k: v.to(device, non_blocking=True) for k, v in batch["student"].items()},
+                         "teacher": batch["teacher"].to(device, non_blocking=True)}
+                losses = compute_losses(student, teacher, batch, args.loss, args.temperature,
+                                        args.feature_weight)
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                if args.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                now = time.perf_counter()
+                elapsed += now - last
+                last = now
+                session_images += args.batch_size
+                values = {k: v.item() for k, v in losses.items()}
+                recent.append(values)
+                smoothed = values["loss"] if smoothed is None else 0.95 * smoothed + 0.05 * values["loss"]
+                rate = session_images / (now - session_start)
+                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.1f}", refresh=False)
+                bar.update(1)
+                if step % args.log_every == 0 or step == stop:
+                    log.write(json.dumps({"step": step, "lr": scheduler.get_last_lr()[0],
+                                          "elapsed_s": round(elapsed, 2), "images_per_s": round(rate, 2),
+                                          **{k: round(v, 6) for k, v in values.items()}}) + "\n")
+                    log.flush()
+                if step % args.checkpoint_every == 0 or step == stop:
+                    save_checkpoint()
+                if args.max_minutes and elapsed > 60 * args.max_minutes and step < stop:
+                    print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
+                    save_checkpoint()
+                    stopped = "max-minutes"
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            save_checkpoint()  # the state after the last whole step: --resume continues from it
+            print(f"\ninterrupted: checkpoint at step {step} in {out_dir}", flush=True)
+        finally:
+            bar.close()
+    session_seconds = time.perf_counter() - session_start
+
+    completed = step >= args.steps
+    if not completed and stopped is None:
+        stopped = "pause-at"
+    if stopped in ("pause-at", "interrupted"):  # to be continued with --resume: no final artefacts
+        return TrainResult(out_dir, {"step": step, "out": str(out_dir)}, student, False, stopped)
+
+    weights = {k: v.detach().cpu().clone().contiguous() for k, v in student.afd.state_dict().items()}
+    torch.save(weights, out_dir / WEIGHTS)
+
+    validation = []
+    if val_images and args.val_qualities:
+        qualities = [None if q == "original" else int(q) for q in args.val_qualities.split(",")]
+        print(f"validating on {len(val_images)} images at {args.val_qualities}", flush=True)
+        validation = validate(student, teacher, val_images, qualities, args.dct_source, device,
+                              batch_size=args.val_batch, workers=args.workers)
+
+    final = {k: float(np.mean([r[k] for r in recent])) for k in (recent[0] if recent else {})}
+    record = {
+        "afd_config": config.to_dict(),
+        "dct_source": config.dct_source,  # also in afd_config; serving must compute the same
+        "weights": WEIGHTS,
+        "weights_sha256": hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest(),
+        "parameters": sum(p.numel() for p in params),
+        "completed": completed,
+        "stopped": stopped,
+        "steps": step,
+        "steps_planned": args.steps,
+        "images_seen": step * args.batch_size,
+        "wall_time_s": round(elapsed, 1),
+        "images_per_s_last_session": round(session_images / max(session_seconds, 1e-9), 2),
+        "final_losses_last_50_steps": final,
+        "validation": validation,
+        "data": str(Path(args.data).resolve()),
+        "split": {"val_fraction": args.val_fraction, "train_images": len(train_images),
+                  "val_images": len(val_images), "rule": split["rule"], "file": SPLIT,
+                  "train": split["train"], "val": split["val"]},
+        "seed": args.seed,
+        "args": args_dict(args),
+        "library_version": afdserve.__version__,
+        "torch_version": torch.__version__,
+        "device": str(device),
+        "threads": threads,
+        "host": platform.node(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
+    _atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    for row in validation:
+        print(f"q={row['quality']}: top-1 plain {row['top1_plain']:.3f} -> AFD {row['top1_afd']:.3f}; "
+              f"KL to clean {row['kl_to_clean_plain']:.3f} -> {row['kl_to_clean_afd']:.3f}", flush=True)
+    print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
+    return TrainResult(out_dir, record, student, completed, stopped)
+
+
+def _load_checkpoint(path: Path, args, student, optimizer, scheduler):
+    if not path.exists():
+        raise SystemExit(f"--resume: no checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved, now = state["args"], args_dict(args)
+    changed = sorted(k for k in set(saved) | set(now)
+                     if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise SystemExit(f"--resume with different settings than the checkpoint ({detail})")
+    student.afd.load_state_dict(state["afd"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"], state["elapsed_s"], state["recent"]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    # Steps logged after the checkpoint will be trained again: drop them.
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines()
+                 if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in lines))
+
+
+def summary_markdown(record: dict) -> str:
+    a = record["args"]
+    lines = [
+        f"# AFD module: {Path(a['out'] or '').name or 'run'}",
+        "",
+        f"- config: `{json.dumps(record['afd_config'])}`, DCT source `{record['dct_source']}`, "
+        f"{record['parameters']:,} parameters",
+        f"- loss `{a['loss']}` (T={a['temperature']}, feature weight {a['feature_weight']}), "
+        f"{record['steps']}/{record['steps_planned']} steps of batch {a['batch_size']}, AdamW lr "
+        f"{a['lr']} cosine, JPEG quality {a['quality_range'][0]}-{a['quality_range'][1]} "
+        f"({a['quality_dist']}"
+        + (f"; {a['high_quality_share']:.0%} at {a['high_quality_range'][0]}-{a['high_quality_range'][1]}"
+           if a.get("high_quality_share") else "")
+        + f"), shorter side {a['shorter_side'][0]}-{a['shorter_side'][1]}",
+        f"- data `{record['data']}`: {record['split']['train_images']} train / "
+        f"{record['split']['val_images']} validation images (by name hash, see {SPLIT})",
+        f"- {record['wall_time_s'] / 60:.1f} min on {record['device']} ({record['threads']} threads), "
+        f"{record['images_per_s_last_session']} images/s; seed {record['seed']}, "
+        f"afdserve {record['library_version']}, torch {record['torch_version']}",
+        f"- final losses (mean of the last 50 steps): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in record["final_losses_last_50_steps"].items()),
+    ]
+    if record["dct_source"] != "file-grid":
+        lines.append("- NOTE: trained on the DCT of the resized 224x224 input; serving must compute "
+                     "the same (`prepare(..., dct_source=\"resized\")`), not the file-grid DCT.")
+    if record["validation"]:
+        lines += ["", "Quick validation (validation split, Pillow re-encode of the full image, then "
+                  "`prepare`; KL to the plain backbone's prediction on the stored file):", "",
+                  "| quality | images | top-1 plain | top-1 AFD | KL plain | KL AFD |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in record["validation"]:
+            lines.append(f"| {r['quality']} | {r['images']} | {r['top1_plain']:.3f} | {r['top1_afd']:.3f} "
+                         f"| {r['kl_to_clean_plain']:.3f} | {r['kl_to_clean_afd']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
+    g.add_argument("--val-fraction", type=float, default=0.3,
+                   help="share of files held out for validation, chosen by name hash (default 0.3)")
+    g.add_argument("--quality-range", type=int, nargs=2, default=[5, 50], metavar=("MIN", "MAX"),
+                   help="JPEG qualities to train on (default 5 50)")
+    g.add_argument("--quality-dist", choices=["log-uniform", "uniform"], default="log-uniform")
+    # Trained on 5-50 only, the module also "corrects" good files: -4 points top-1 on the stored
+    # validation files after 300 kd steps; a fifth of pairs at 75-95 cut that to -1.5.
+    g.add_argument("--high-quality-share", type=float, default=0.2,
+                   help="share of pairs compressed at --high-quality-range instead, so the module "
+                        "learns to leave good images alone (default 0.2)")
+    g.add_argument("--high-quality-range", type=int, nargs=2, default=[75, 95], metavar=("MIN", "MAX"))
+    g.add_argument("--input-sized-share", type=float, default=0.0,
+                   help="share of pairs compressed as exact 224x224 crops (ImageNet-C's protocol)")
+    g.add_argument("--shorter-side", type=int, nargs=2, default=[224, 448], metavar=("MIN", "MAX"),
+                   help="the crop's shorter side before JPEG: 224 = 'JPEG at the model's size', larger "
+                        "= 'JPEG the full image, the server downscales' (default 224 448)")
+    g.add_argument("--min-crop-area", type=float, default=0.25,
+                   help="smallest random crop, as a fraction of the image's area (default 0.25)")
+    g = p.add_argument_group("module (ablations)")
+    g.add_argument("--insert-after", choices=TRAIN_INSERTION_POINTS, default="stem")
+    g.add_argument("--gate", choices=["spatial", "global"], default="spatial")
+    g.add_argument("--no-quality", action="store_true", help="do not feed the estimated JPEG quality")
+    g.add_argument("--width", type=int, default=16, help="FE-Net base width (default 16)")
+    g.add_argument("--dct-source", choices=DCT_SOURCES, default="file-grid",
+                   help="file-grid: DCT on the JPEG's own blocks (the serving path); resized: DCT of the "
+                        "224x224 model input, as the public AFD code does (serving must match)")
+    g = p.add_argument_group("optimisation")
+    # Default "both": at 300 equal steps it matched kd on the drift figure (KL to the clean
+    # prediction at q10: 0.291 vs 0.288, feature alone 0.341) with the best q10 top-1, while the
+    # feature term, an anchor to the clean features, halved kd's damage on uncompressed files.
+    g.add_argument("--loss", choices=LOSSES, default="both")
+    g.add_argument("--temperature", type=float, default=1.0, help="KD temperature (default 1)")
+    g.add_argument("--feature-weight", type=float, default=1.0,
+                   help="weight of the feature MSE in --loss both (default 1)")
+    g.add_argument("--steps", type=int, default=1800,
+                   help="optimiser steps; sets the LR schedule (default 1800: ~50 min on 2 CPU cores)")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-4)
+    g.add_argument("--warmup", type=int, default=50, help="linear warm-up steps before the cosine")
+    g.add_argument("--clip-grad", type=float, default=1.0, help="gradient norm clip; 0: none")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("run")
+    g.add_argument("--name", default=None, help="run name (default from the loss and module flags)")
+    g.add_argument("--out", type=Path, default=None, help="run folder (default runs/afd-<name>)")
+    g.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    g.add_argument("--checkpoint-every", type=int, default=100)
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--pause-at", type=int, default=None,
+                   help="stop after this step with a checkpoint (continue later with --resume)")
+    g.add_argument("--max-minutes", type=float, default=0,
+                   help="wall-clock cap: stop early (checkpoint, weights, record) after this long")
+    g.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
+    g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="DataLoader workers making the JPEG pairs (default 1)")
+    g.add_argument("--val-qualities", default="10,original",
+                   help="qualities for the final check; 'original' = the files as stored; '' skips it")
+    g.add_argument("--val-batch", type=int, default=32)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_train(args) -> int:
+    if args.out is None:
+        args.out = Path("runs") / f"afd-{args.name or default_name(args)}"
+    result = run_training(args)
+    return 130 if result.stopped == "interrupted" else 0
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train an AFD module (frozen backbone as its own teacher)")
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m afdserve.training", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    return cmd_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""`afdserve train` on a handful of generated photos: a few steps at batch 2 with a tiny module."""
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from afdserve.evaluation import LabelledImage, load_labelled_folder
+from afdserve.imaging.preprocess import resized_dct_tensor
+from afdserve.models.afd import AFDConfig, AFDModule
+from afdserve.models.efficientnet_lite import create_lite0
+from afdserve.training import (CHECKPOINT, RECORD, SPLIT, SUMMARY, TRAIN_LOG, WEIGHTS, CompressedPairs,
+                               PairRecipe, add_commands, add_train_arguments, make_pair, run_training,
+                               split_images, split_key)
+from tests.images import encode, photo
+
+VAL_FRACTION = 0.3
+# photo_2, photo_5 and photo_7 hash below 0.3: three validation files, five training files.
+NAMES = [f"photo_{i}.jpg" for i in range(8)]
+TINY = ["--steps", "3", "--batch-size", "2", "--width", "4", "--workers", "0", "--warmup", "1",
+        "--checkpoint-every", "1", "--log-every", "1", "--val-qualities", "10", "--no-progress",
+        "--threads", "1"]  # one thread: fast and steady also when other work shares the cores
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labelled")
+    (folder / "images").mkdir()
+    sources = [photo("chelsea"), photo("coffee"), photo("camera").convert("RGB")]
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "class_index"])
+        for i, name in enumerate(NAMES):
+            im = sources[i % 3]
+            # Different crops and sizes, so the files differ and not all are multiples of 8.
+            im = im.crop((7 * i, 5 * i, im.width - 3 * i, im.height - 2 * i)).resize((260 + 3 * i, 230 + 5 * i))
+            (folder / "images" / name).write_bytes(encode(im, quality=90))
+            writer.writerow([name, 281 + i])
+    return folder
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "straight"
+    return run_training(parse("--data", str(data_dir), "--out", str(out), *TINY))
+
+
+def test_writes_weights_record_and_split(trained, data_dir):
+    out = trained.out_dir
+    for name in (WEIGHTS, RECORD, SUMMARY, SPLIT, TRAIN_LOG, CHECKPOINT):
+        assert (out / name).is_file(), name
+    record = json.loads((out / RECORD).read_text())
+    assert trained.completed and record["steps"] == 3 and record["completed"]
+    assert record["afd_config"] == {"channels": 32, "width": 4, "gate": "spatial", "use_quality": True,
+                                    "insert_after": "stem", "dct_source": "file-grid"}
+    assert record["dct_source"] == "file-grid"
+    assert record["split"]["train_images"] == 5 and record["split"]["val_images"] == 3
+    assert record["args"]["batch_size"] == 2 and record["seed"] == 0
+    assert set(record["final_losses_last_50_steps"]) == {"kd", "feature", "loss"}
+    (row,) = record["validation"]
+    assert row["quality"] == 10 and row["images"] == 3 and 0 <= row["top1_afd"] <= 1
+
+    state = torch.load(out / WEIGHTS, map_location="cpu", weights_only=True)
+    assert all(type(v) is torch.Tensor for v in state.values())
+    module = AFDModule(AFDConfig.from_dict(record["afd_config"]))
+    module.load_state_dict(state, strict=True)
+    # Unfused (the training form): archive building fuses it later.
+    assert "fe.out.point_1x1.weight" in state
+
+
+def test_only_the_afd_module_learns(trained):
+    fresh = create_lite0(pretrained=True).state_dict()
+    trained_backbone = trained.student.backbone.state_dict()
+    assert fresh.keys() == trained_backbone.keys()
+    for key, value in fresh.items():  # weights and batch-norm running statistics alike
+        assert torch.equal(trained_backbone[key], value), key
+    # FE-Net's last block starts at exactly zero; after training it no longer is.
+    assert trained.student.afd.fe.out.point_1x1.weight.abs().sum() > 0
+
+
+def test_split_keeps_validation_out_of_training(trained, data_dir):
+    split = json.loads((trained.out_dir / SPLIT).read_text())
+    assert not set(split["train"]) & set(split["val"])
+    assert sorted(split["train"] + split["val"]) == sorted(NAMES)
+    assert sorted(split["val"]) == sorted(n for n in NAMES if split_key(n) < VAL_FRACTION)
+
+    train, val = split_images(load_labelled_folder(data_dir), VAL_FRACTION)
+    pairs = CompressedPairs(train, PairRecipe(), seed=0, samples=40)
+    seen = [pairs.paths[pairs.image_index(k)].name for k in range(40)]
+    assert set(seen) == set(split["train"])  # every training file, and nothing else
+    assert sorted(seen[:5]) == sorted(split["train"])  # each exactly once per epoch
+
+    # A file's side depends on its own name only: more files never move it.
+    more = load_labelled_folder(data_dir) + [LabelledImage(data_dir / "images" / f"x{i}.jpg", 0)
+                                             for i in range(50)]
+    train2, val2 = split_images(more, VAL_FRACTION)
+    assert {i.path.name for i in val} <= {i.path.name for i in val2}
+    assert {i.path.name for i in train} <= {i.path.name for i in train2}
+
+
+def test_resume_continues_from_the_checkpoint_exactly(trained, data_dir, tmp_path):
+    out = tmp_path / "resumed"
+    paused = run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--pause-at", "2"))
+    assert not paused.completed and paused.stopped == "pause-at"
+    assert torch.load(out / CHECKPOINT, weights_only=True)["step"] == 2
+    assert not (out / WEIGHTS).exists()
+
+    resumed = run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--resume"))
+    assert resumed.completed and resumed.record["steps"] == 3
+    steps = [json.loads(line)["step"] for line in (out / TRAIN_LOG).read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    # Same samples, same optimiser and schedule state: the same weights as without the pause.
+    a = torch.load(out / WEIGHTS, weights_only=True)
+    b = torch.load(trained.out_dir / WEIGHTS, weights_only=True)
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(SystemExit, match="lr"):  # a different recipe cannot resume this run
+        run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--resume", "--lr", "0.1"))
+
+
+def test_student_and_teacher_share_the_geometry():
+    recipe = PairRecipe(quality_range=(95, 95), shorter_side=(224, 300), high_quality_share=0)
+    student, teacher, quality = make_pair(photo("coffee"), np.random.default_rng(1), recipe)
+    assert quality == 95 and student.quality == 95  # estimated from the file's tables
+    assert student.image.shape == teacher.shape == (3, 224, 224)
+    assert student.dct.shape == (192, 28, 28)
+    # At quality 95 the JPEG is nearly the clean crop: misaligned geometry would show here.
+    assert (student.image - teacher).abs().mean() < 0.02
+
+    low = make_pair(photo("coffee"), np.random.default_rng(1),
+                    PairRecipe(quality_range=(5, 5), high_quality_share=0))[0]
+    assert low.quality == 5 and (low.image - teacher).abs().mean() > 0.02
+
+
+def test_quality_draws():
+    rng = np.random.default_rng(0)
+    draws = [PairRecipe(high_quality_share=0).draw_quality(rng) for _ in range(2000)]
+    assert min(draws) == 5 and max(draws) == 50
+    assert np.mean(np.array(draws) <= 15) > 0.45  # log-uniform: half the draws at 5-15
+    mixed = PairRecipe(high_quality_share=0.25, high_quality_range=(80, 90))
+    draws = np.array([mixed.draw_quality(rng) for _ in range(2000)])
+    assert set(draws[draws > 50]) <= set(range(80, 91)) and 0.2 < np.mean(draws > 50) < 0.3
+
+
+def test_resized_dct_is_the_dct_of_the_model_input():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    coeffs = resized_dct_tensor(image)
+    assert coeffs.shape == (192, 28, 28)
+    # The DC of an orthonormal 8x8 DCT is 8 x the block mean (after the (v - 128) / 128 shift).
+    y = torch.from_numpy(pixels.astype(np.float64)) @ torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+    block_mean = y.reshape(28, 8, 28, 8).mean(dim=(1, 3))
+    torch.testing.assert_close(coeffs[0].double(), 8 * (block_mean - 128) / 128, atol=1e-4, rtol=0)
+    # Batched input works the same.
+    assert resized_dct_tensor(image[None]).shape == (1, 192, 28, 28)
+
+
+def test_resized_dct_source_trains(data_dir, tmp_path):
+    result = run_training(parse("--data", str(data_dir), "--out", str(tmp_path / "r"), *TINY,
+                                "--steps", "1", "--dct-source", "resized", "--loss", "both",
+                                "--gate", "global", "--no-quality", "--insert-after", "blocks.1"))
+    record = result.record
+    assert record["dct_source"] == "resized"
+    assert record["afd_config"]["channels"] == 24  # derived from the backbone, not a table
+    assert set(record["final_losses_last_50_steps"]) == {"kd", "feature", "loss"}
+
+
+def test_train_command_is_registered():
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train", "--loss", "feature", "--insert-after", "blocks.0"])
+    assert args.func.__name__ == "cmd_train" and args.loss == "feature" and args.val_fraction == 0.3
