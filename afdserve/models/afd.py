@@ -22,7 +22,7 @@ DCT_SOURCES = ("file-grid", "resized")
 @dataclass(frozen=True)
 class AFDConfig:
     channels: int = 32  # feature channels at the insertion point (Lite0's stem: 32)
-    width: int = 16  # FE-Net's base width; the U-Net runs at width, 2x and 4x
+    width: int = 8  # FE-Net's base width; the U-Net runs at width, 2x and 4x
     gate: str = "spatial"  # "spatial": a drift map per position; "global": one gate per channel
     use_quality: bool = True  # feed the quality estimated from the quantization tables
     insert_after: str = "stem"  # "stem" or "blocks.N" of the backbone
