@@ -200,10 +200,11 @@ def test_echo_server_auth_ready_metrics_and_clean_stop(torchserve_factory, tiny_
 def test_failed_model_load_raises_with_log_tail(torchserve_factory, tiny_store, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(TorchServeError, match="boom in initialize") as info:
-        torchserve_factory(tiny_store, {"bad": "bad.mar"}, timeout=60)
+        torchserve_factory(tiny_store, {"bad": "bad.mar"}, timeout=60, tmpdir=tmp_path / "tmp")
     assert "died 2 times while loading" in str(info.value)
     assert time.monotonic() - t0 < 30  # fails fast instead of waiting for the timeout
-    assert not _live_processes_mentioning(str(tmp_path.parent))
+    # Only this server's processes: session-scoped servers of other tests share the base temp.
+    assert not _live_processes_mentioning(str(tmp_path / "tmp"))
 
 
 @pytest.mark.e2e
