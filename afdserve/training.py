@@ -366,13 +366,13 @@ def args_dict(args) -> dict:
     return {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
+def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)  # a crash mid-write never leaves a half checkpoint
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -416,7 +416,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     split = {"data": str(Path(args.data).resolve()), "val_fraction": args.val_fraction,
              "rule": "validation iff sha256(file name)[:8] / 2**64 < val_fraction",
              "train": [i.path.name for i in train_images], "val": [i.path.name for i in val_images]}
-    _atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
+    atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
 
     student, teacher, config = build_student_and_teacher(args)
     student.to(device)
@@ -429,7 +429,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     if args.resume:
         step, elapsed, recent = _load_checkpoint(out_dir / CHECKPOINT, args, student, optimizer, scheduler)
         log_mode = "a"
-        _truncate_log(out_dir / TRAIN_LOG, step)
+        truncate_log(out_dir / TRAIN_LOG, step)
         print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
     recent = collections.deque(recent, maxlen=50)  # the last steps' losses, for the record
 
@@ -447,7 +447,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
                         prefetch_factor=4 if args.workers else None)
 
     def save_checkpoint():
-        _atomic_torch_save({
+        atomic_torch_save({
             "step": step, "elapsed_s": elapsed, "recent": list(recent), "args": args_dict(args),
             "afd_config": config.to_dict(), "afd": student.afd.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -551,8 +551,8 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         "host": platform.node(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
-    _atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
+    atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
     for row in validation:
         print(f"q={row['quality']}: top-1 plain {row['top1_plain']:.3f} -> AFD {row['top1_afd']:.3f}; "
               f"KL to clean {row['kl_to_clean_plain']:.3f} -> {row['kl_to_clean_afd']:.3f}", flush=True)
@@ -579,7 +579,7 @@ def _load_checkpoint(path: Path, args, student, optimizer, scheduler):
     return state["step"], state["elapsed_s"], state["recent"]
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     # Steps logged after the checkpoint will be trained again: drop them.
     if path.exists():
         lines = [line for line in path.read_text().splitlines()
