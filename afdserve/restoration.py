@@ -1,0 +1,106 @@
+"""Restoring a whole image with a restorer network, in overlapping tiles.
+
+The one path from a decoded image to a restored one: the restorer handler, ``afdserve
+evaluate-restorer``, the restorer's training validation and restore-then-classify all call
+:func:`restore`. Tiling keeps memory bounded by the tile size whatever the photo's size (a
+SwinIR's attention costs grow with the number of windows, its activations with the pixels), and
+the output always has exactly the input's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["TileSpec", "restore", "restore_tensor", "tile_starts", "to_tensor", "to_uint8"]
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Tiles of ``size`` pixels a side overlapping by ``overlap``; ``batch`` tiles per forward.
+
+    The overlap hides seams: every tile's border pixels see only part of their neighbourhood, so
+    overlapping tiles are blended with weights that fall off towards each tile's edge.
+    Multiples of 8 keep tiles on the JPEG block grid (a tile starting at a multiple of 8 sees the
+    blocks the way the whole image does)."""
+
+    size: int = 256
+    overlap: int = 32
+    batch: int = 4
+
+    def __post_init__(self):
+        if self.size < 16 or self.size % 8:
+            raise ValueError(f"tile size must be a multiple of 8 and at least 16, got {self.size}")
+        if not 0 <= self.overlap < self.size // 2 or self.overlap % 8:
+            raise ValueError(f"tile overlap must be a multiple of 8 below half the tile, got {self.overlap}")
+
+
+def tile_starts(length: int, size: int, overlap: int) -> list[int]:
+    """Start offsets covering ``[0, length)`` with tiles of ``size`` overlapping by at least
+    ``overlap``; starts are multiples of 8 except possibly the last (flush with the far edge)."""
+    if length <= size:
+        return [0]
+    stride = size - overlap
+    starts = list(range(0, length - size, stride))
+    starts.append(length - size)
+    return starts
+
+
+def _blend_ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
+    """1-D blending weights: linear ramps over ``overlap`` pixels at inner edges, 1 elsewhere."""
+    w = torch.ones(length, dtype=torch.float32)
+    if overlap:
+        ramp = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
+        if not at_start:
+            w[:overlap] = ramp
+        if not at_end:
+            w[-overlap:] = torch.minimum(w[-overlap:], ramp.flip(0))
+    return w
+
+
+@torch.no_grad()
+def restore_tensor(model: torch.nn.Module, image: torch.Tensor, tiles: TileSpec = TileSpec()) -> torch.Tensor:
+    """``image``: 1 x C x H x W float in [0, 1] on the model's device -> restored, same shape,
+    clamped to [0, 1]. Images no larger than a tile go through in one piece."""
+    _, channels, height, width = image.shape
+    if height <= tiles.size and width <= tiles.size:
+        return model(image).clamp_(0, 1)
+    th, tw = min(tiles.size, height), min(tiles.size, width)
+    ys, xs = tile_starts(height, th, tiles.overlap), tile_starts(width, tw, tiles.overlap)
+    out = torch.zeros_like(image)
+    weight = torch.zeros((1, 1, height, width), dtype=image.dtype, device=image.device)
+    boxes = [(y, x) for y in ys for x in xs]
+    for i in range(0, len(boxes), tiles.batch):
+        chunk = boxes[i:i + tiles.batch]
+        batch = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x in chunk])
+        restored = model(batch)
+        for (y, x), tile in zip(chunk, restored):
+            wy = _blend_ramp(th, tiles.overlap, y == 0, y + th == height)
+            wx = _blend_ramp(tw, tiles.overlap, x == 0, x + tw == width)
+            w = (wy[:, None] * wx[None, :]).to(image)
+            out[:, :, y:y + th, x:x + tw] += tile * w
+            weight[:, :, y:y + th, x:x + tw] += w
+    return (out / weight).clamp_(0, 1)
+
+
+def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """RGB or gray PIL image / HxW(xC) uint8 array -> 1 x C x H x W float in [0, 1]."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255).unsqueeze(0)
+
+
+def to_uint8(restored: torch.Tensor) -> np.ndarray:
+    """1 x C x H x W in [0, 1] -> H x W x C uint8, rounded (as the published metrics are)."""
+    return restored[0].mul(255).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def restore(model: torch.nn.Module, image: Image.Image | np.ndarray, tiles: TileSpec = TileSpec(),
+            device: torch.device | str = "cpu") -> np.ndarray:
+    """Restore an RGB image (PIL or HxWx3 uint8) -> H x W x 3 uint8."""
+    x = to_tensor(image).to(device)
+    return to_uint8(restore_tensor(model, x, tiles))

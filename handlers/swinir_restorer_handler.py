@@ -1,0 +1,55 @@
+"""TorchServe handler for the restorer archives (``swinir_restorer``).
+
+A thin adapter: TorchServe's initialize/handle calls are mapped onto
+``afdserve.serving.restorer_service.RestorerService``, which the archive carries. Answers are
+image bytes (PNG, or JPEG on request) or a JSON error for that request alone.
+"""
+
+import logging
+from http import HTTPStatus
+
+import torch
+
+from afdserve.serving.restorer_service import RestorerService
+
+log = logging.getLogger(__name__)
+
+
+def _request_headers(context, idx: int) -> dict:
+    try:
+        return dict(context.request_processor[idx].get_request_properties() or {})
+    except (AttributeError, IndexError, TypeError):
+        return {}
+
+
+class SwinIRRestorerHandler:
+    def __init__(self):
+        self.service = None
+
+    def initialize(self, context):
+        properties = context.system_properties
+        gpu_id = properties.get("gpu_id")
+        if torch.cuda.is_available() and gpu_id is not None:
+            device = torch.device(f"cuda:{gpu_id}")
+        else:
+            device = torch.device("cpu")
+        manifest_model = context.manifest["model"]
+        settings = (context.model_yaml_config or {}).get("afdserve", {})
+        self.service = RestorerService.from_model_dir(
+            properties["model_dir"], settings,
+            model_name=manifest_model["modelName"],
+            version=manifest_model.get("modelVersion", ""),
+            device=device,
+        )
+        log.info("%s %s ready on %s", self.service.model_name, self.service.version, device)
+
+    def handle(self, data, context):
+        headers = [_request_headers(context, idx) for idx in range(len(data))]
+        replies = self.service.handle(data, headers)
+        rejected = sum(r.status != 200 for r in replies)
+        log.info("batch of %d requests: %d answered, %d rejected", len(replies), len(replies) - rejected, rejected)
+        for idx, reply in enumerate(replies):
+            context.set_response_content_type(idx, reply.content_type)
+            if reply.status != 200:
+                context.set_response_status(code=reply.status, phrase=HTTPStatus(reply.status).phrase, idx=idx)
+        return [reply.body for reply in replies]
