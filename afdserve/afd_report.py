@@ -47,7 +47,13 @@ class AFDRun:
 
 
 def load_run(folder: Path) -> AFDRun:
+    """A training run's folder, or a release's record (``afdserve/weights/afd_v1.json``, its
+    weights beside it with the same stem)."""
     folder = Path(folder)
+    if folder.suffix == ".json":
+        record = json.loads(folder.read_text())
+        return AFDRun(folder.stem, folder.parent, AFDConfig.from_record(record), folder.with_suffix(".pt"),
+                      record, list(record["split"]["val"]))
     record = json.loads((folder / "afd_module.json").read_text())
     split = json.loads((folder / "split.json").read_text()) if (folder / "split.json").exists() else record["split"]
     return AFDRun(folder.name, folder, AFDConfig.from_record(record), folder / record.get("weights", "afd_module.pt"),

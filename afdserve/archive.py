@@ -27,7 +27,7 @@ PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
 # handlers/ installs as afdserve.handlers; find its folder without importing the handlers.
 HANDLERS_DIR = Path(importlib.util.find_spec("afdserve.handlers").submodule_search_locations[0])
 # The library parts a handler imports at serve time; the CLI, server and builder stay out.
-SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data"]
+SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data", "restoration.py"]
 
 # What TorchServe's frontend reads from model-config.yaml. Two cores serve two models, so one
 # worker each; batches of up to 8 gathered for at most 10 ms.
@@ -52,6 +52,9 @@ class ClassifierArchive:
     afd_release: str | None
     handler: str = "afd_classifier_handler.py"
     description: str = ""
+    # A restorer shipped in afdserve/weights/ ("<stem>.pt" + "<stem>.json") that every image goes
+    # through before the classifier: restore-then-classify in one archive.
+    restorer_release: str | None = None
 
     def afd_config(self) -> AFDConfig | None:
         if self.afd_release is None:
@@ -68,11 +71,39 @@ CLASSIFIERS = {
         description="EfficientNet-Lite0 with the trained AFD module afd_v1"),
     "lite0_baseline": ClassifierArchive(
         "lite0_baseline", "1.0", None, description="EfficientNet-Lite0, ImageNet weights, no AFD"),
+    "restore_classify": ClassifierArchive(
+        "restore_classify", "1.0", None, restorer_release="swinir_compact_v1",
+        description="the compact SwinIR restorer, then EfficientNet-Lite0 without AFD"),
 }
 
 
+@dataclass(frozen=True)
+class RestorerArchive:
+    name: str
+    version: str
+    weights: Path  # a SwinIR checkpoint in the official layout (params / params_ema / bare)
+    handler: str = "swinir_restorer_handler.py"
+    description: str = ""
+    file_name: str | None = None  # default "<name>.mar"
+    tile_size: int | None = None  # default TileSpec's
+    tile_overlap: int | None = None
+    max_pixels: int | None = None  # default DEFAULT_RESTORER_MAX_PIXELS
+
+
+RESTORERS = {
+    "swinir_restorer": RestorerArchive(
+        "swinir_restorer", "1.0", WEIGHTS_DIR / "swinir_compact_v1.pt",
+        description="compact SwinIR trained by afdserve train-restorer (swinir_compact_v1)"),
+}
+
+# The restorer's frontend settings: one worker, small batches (an image is 10-1000x the
+# classifier's work) and a response timeout that covers the largest image the pixel limit admits.
+RESTORER_FRONTEND_CONFIG = {**FRONTEND_CONFIG, "batchSize": 4, "maxBatchDelay": 10, "responseTimeout": 300}
+
+
 def archive_path(model_store: Path, name: str) -> Path:
-    return Path(model_store) / f"{name}.mar"
+    spec = RESTORERS.get(name)
+    return Path(model_store) / (spec.file_name if spec and spec.file_name else f"{name}.mar")
 
 
 def model_archiver_executable() -> str:
@@ -105,56 +136,125 @@ def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None) -
     return fuse_for_deployment(model).state_dict()
 
 
-def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path:
-    model_store = Path(model_store)
+def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
+    """(plain state dict, model-config settings) of a SwinIR checkpoint: loading it here checks
+    that it is one we can serve, and the archive then holds a bare state dict."""
+    from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
+
+    record = Path(weights).with_suffix(".json")  # our releases say their config; others infer it
+    config = None
+    if record.exists():
+        config = SwinIRConfig.from_record(json.loads(record.read_text())["swinir_config"])
+    model = load_swinir_checkpoint(weights, config)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    return state, {"weights": file_name, "swinir": model.config.to_record(), "tiles": {}}
+
+
+def _archive(name: str, version: str, handler: str, staging: Path, frontend: dict, settings: dict,
+             model_store: Path, file_name: str) -> Path:
+    """torch-model-archiver over a staging folder holding model.pt and extras/."""
     model_store.mkdir(parents=True, exist_ok=True)
+    config = {**frontend, "afdserve": {"model": name, **settings, "library_version": afdserve.__version__}}
+    (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = staging / "out"
+    out.mkdir()
+    subprocess.run(
+        [
+            model_archiver_executable(),
+            "--model-name", name,
+            "--version", version,
+            "--serialized-file", str(staging / "model.pt"),
+            "--handler", str(HANDLERS_DIR / handler),
+            "--extra-files", str(staging / "extras"),
+            "--config-file", str(staging / "model-config.yaml"),
+            "--export-path", str(out),
+        ],
+        check=True,
+    )
+    target = model_store / file_name
+    shutil.move(str(out / f"{name}.mar"), target)  # replaces an older build of the same file
+    return target
+
+
+def _staging(tmp: str) -> Path:
+    staging = Path(tmp)
+    stage_library(staging / "extras")  # the extras' contents land at the archive's root
+    return staging
+
+
+def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"afdserve-build-{spec.name}-") as tmp:
-        staging = Path(tmp)
-        extras = staging / "extras"  # its contents land at the archive's root
-        stage_library(extras)
-        shutil.copy2(PACKAGE_DIR / "data" / "index_to_name.json", extras / "index_to_name.json")
+        staging = _staging(tmp)
+        shutil.copy2(PACKAGE_DIR / "data" / "index_to_name.json", staging / "extras" / "index_to_name.json")
         afd_config = spec.afd_config()
         torch.save(deployment_weights(afd_config, spec.afd_weights()), staging / "model.pt")
-        config = dict(FRONTEND_CONFIG)
-        config["afdserve"] = {
-            "model": spec.name,
+        settings = {
             "description": spec.description,
             "weights": "model.pt",
             "afd": afd_config.to_dict() if afd_config else None,
             "afd_release": spec.afd_release,
-            "library_version": afdserve.__version__,
         }
-        (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        subprocess.run(
-            [
-                model_archiver_executable(),
-                "--model-name", spec.name,
-                "--version", spec.version,
-                "--serialized-file", str(staging / "model.pt"),
-                "--handler", str(HANDLERS_DIR / spec.handler),
-                "--extra-files", str(extras),
-                "--config-file", str(staging / "model-config.yaml"),
-                "--export-path", str(model_store),
-                "--force",
-            ],
-            check=True,
-        )
-    return archive_path(model_store, spec.name)
+        frontend = FRONTEND_CONFIG
+        if spec.restorer_release is not None:
+            state, settings["restorer"] = restorer_settings(WEIGHTS_DIR / f"{spec.restorer_release}.pt",
+                                                            "restorer.pt")
+            settings["restorer_release"] = spec.restorer_release
+            torch.save(state, staging / "extras" / "restorer.pt")
+            frontend = RESTORER_FRONTEND_CONFIG
+        return _archive(spec.name, spec.version, spec.handler, staging, frontend, settings,
+                        Path(model_store), f"{spec.name}.mar")
+
+
+def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
+    with tempfile.TemporaryDirectory(prefix=f"afdserve-build-{spec.name}-") as tmp:
+        staging = _staging(tmp)
+        state, settings = restorer_settings(spec.weights, "model.pt")
+        torch.save(state, staging / "model.pt")
+        settings = {"description": spec.description, "source_weights": Path(spec.weights).name, **settings}
+        settings["tiles"] = {k: v for k, v in (("size", spec.tile_size), ("overlap", spec.tile_overlap))
+                             if v is not None}
+        if spec.max_pixels is not None:
+            settings["max_pixels"] = spec.max_pixels
+        return _archive(spec.name, spec.version, spec.handler, staging, RESTORER_FRONTEND_CONFIG,
+                        settings, Path(model_store), spec.file_name or f"{spec.name}.mar")
+
+
+def build(name: str, model_store: Path) -> Path:
+    if name in CLASSIFIERS:
+        return build_classifier_archive(CLASSIFIERS[name], model_store)
+    return build_restorer_archive(RESTORERS[name], model_store)
+
+
+def _report(path: Path, start: float) -> None:
+    print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
 
 
 def cmd_build(args) -> int:
-    names = args.models.split(",") if args.models else list(CLASSIFIERS)
+    if args.swinir_weights is not None:
+        # A user's SwinIR checkpoint (an official one, say) as another version of swinir_restorer.
+        spec = RestorerArchive("swinir_restorer", args.swinir_version, args.swinir_weights,
+                               description=f"SwinIR checkpoint {args.swinir_weights.name}",
+                               file_name=f"swinir_restorer.{args.swinir_version}.mar")
+        start = time.perf_counter()
+        try:
+            path = build_restorer_archive(spec, args.model_store)
+        except (ValueError, OSError) as err:
+            print(f"cannot build from {args.swinir_weights}: {err}", file=sys.stderr)
+            return 2
+        _report(path, start)
+        return 0
+    known = {**CLASSIFIERS, **RESTORERS}
+    names = args.models.split(",") if args.models else list(known)
     for name in names:
-        if name not in CLASSIFIERS:
-            print(f"unknown model {name!r}; known: {', '.join(CLASSIFIERS)}", file=sys.stderr)
+        if name not in known:
+            print(f"unknown model {name!r}; known: {', '.join(known)}", file=sys.stderr)
             return 2
         target = archive_path(args.model_store, name)
         if args.missing and target.exists():
             print(f"{target} exists, kept")
             continue
         start = time.perf_counter()
-        path = build_classifier_archive(CLASSIFIERS[name], args.model_store)
-        print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+        _report(build(name, args.model_store), start)
     return 0
 
 
@@ -163,4 +263,9 @@ def add_commands(subparsers) -> None:
     build.add_argument("--model-store", type=Path, default=Path("model_store"))
     build.add_argument("--models", default="", help="comma-separated names (default: all)")
     build.add_argument("--missing", action="store_true", help="only build archives that do not exist")
+    build.add_argument("--swinir-weights", type=Path, default=None,
+                       help="build this SwinIR checkpoint (official layout, e.g. SwinIR-M CAR) as "
+                            "swinir_restorer version --swinir-version instead")
+    build.add_argument("--swinir-version", default="2.0",
+                       help="version for --swinir-weights (default 2.0); file swinir_restorer.VERSION.mar")
     build.set_defaults(func=cmd_build)

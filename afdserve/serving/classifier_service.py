@@ -6,10 +6,13 @@ same object in-process, so the served answers are the in-process answers.
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
 
 import torch
 
@@ -46,7 +49,8 @@ def request_bytes(row) -> bytes:
         # Raw bodies arrive as "body" (or "data"); a multipart form field under its own name.
         value = row.get("data") if row.get("data") is not None else row.get("body")
         if value is None:
-            value = next((v for v in row.values() if isinstance(v, (bytes, bytearray))), None)
+            # Beside small option fields (the restorer's "format", "quality"), the file is the largest.
+            value = max((v for v in row.values() if isinstance(v, (bytes, bytearray))), key=len, default=None)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, dict):  # a JSON body TorchServe already parsed
@@ -65,8 +69,12 @@ def request_bytes(row) -> bytes:
 
 
 class ClassifierService:
+    """``restorer``: an optional restorer network every image goes through before the classifier
+    (restore-then-classify), with its tiling."""
+
     def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
-                 device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5):
+                 device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5,
+                 restorer: torch.nn.Module | None = None, tiles=None):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.labels = labels
@@ -74,6 +82,8 @@ class ClassifierService:
         self.version = version
         self.max_pixels = max_pixels
         self.top_k = top_k
+        self.restorer = restorer.to(device).eval() if restorer is not None else None
+        self.tiles = tiles
 
     @classmethod
     def from_model_dir(cls, model_dir, settings: dict, model_name: str, version: str,
@@ -84,12 +94,28 @@ class ClassifierService:
         afd = AFDConfig.from_dict(settings["afd"]) if settings.get("afd") else None
         model = load_deployed(afd, model_dir / settings.get("weights", "model.pt"))
         labels = json.loads((model_dir / "index_to_name.json").read_text())
+        restorer = tiles = None
+        max_pixels = DEFAULT_MAX_PIXELS
+        if settings.get("restorer"):
+            from afdserve.restoration import TileSpec
+            from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
+
+            restorer = load_restorer(model_dir, settings["restorer"])
+            tiles = TileSpec(**settings["restorer"].get("tiles", {}))
+            max_pixels = DEFAULT_RESTORER_MAX_PIXELS  # the restorer's cost grows with the pixels
         return cls(model, labels, model_name, version, device,
-                   max_pixels=int(settings.get("max_pixels", DEFAULT_MAX_PIXELS)),
-                   top_k=int(settings.get("top_k", 5)))
+                   max_pixels=int(settings.get("max_pixels", max_pixels)),
+                   top_k=int(settings.get("top_k", 5)), restorer=restorer, tiles=tiles)
 
     def prepare(self, row) -> ModelInput:
         decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels)
+        if self.restorer is not None:
+            from afdserve.restoration import restore
+
+            with torch.inference_mode():
+                restored = restore(self.restorer, decoded.image, self.tiles, self.device)
+            # The quality stays the file's own: it describes what the client sent.
+            decoded = dataclasses.replace(decoded, image=Image.fromarray(restored))
         afd = self.model.afd
         return prepare(decoded, with_dct=afd is not None,
                        dct_source=afd.config.dct_source if afd is not None else "file-grid")

@@ -2,8 +2,9 @@
 or JSON error) out. The restorer handler is a thin adapter over ``RestorerService``.
 
 Output: PNG by default (lossless: the restored pixels as they are); JPEG when the caller asks with
-the ``X-Output-Format: jpeg`` header or the ``format=jpeg`` query parameter, at the quality given
-by ``X-JPEG-Quality`` / ``quality`` (default 95).
+the ``X-Output-Format: jpeg`` header (or a ``format=jpeg`` field of a multipart upload), at the
+quality given by ``X-JPEG-Quality`` / ``quality`` (default 95). TorchServe 0.12 does not pass URL
+query parameters to handlers, so those cannot choose it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _text(value) -> str | None:
 
 
 def output_format(row, headers: dict | None) -> OutputFormat:
-    """The caller's choice of output encoding, from a header or a query/form parameter."""
+    """The caller's choice of output encoding, from a header or a multipart form field."""
     headers = {str(k).lower(): v for k, v in (headers or {}).items()}
     params = row if isinstance(row, dict) else {}
     fmt = _text(_first(headers.get("x-output-format"), params.get("format"))) or "png"

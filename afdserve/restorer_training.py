@@ -1,0 +1,370 @@
+"""``afdserve train-restorer``: a compact SwinIR that removes JPEG artefacts, trained from clean
+images on the fly.
+
+Each sample is a patch of one clean image of the training split (the AFD module's split, so the
+classifier's validation images stay unseen by every model we evaluate on them): downscaled by a
+random factor (the ImageNet files carry their own mild JPEG artefacts; downscaling hides most of
+them and varies the content's scale), randomly cropped, flipped and rotated, then JPEG-compressed
+by Pillow at a quality drawn from ``--quality-range`` and decoded by the serving decoder. The
+restorer is blind: it sees only the decoded pixels. Loss: Charbonnier between the restored and
+the clean patch (SwinIR's choice for JPEG artefact removal: an L1 that is smooth at zero).
+
+Writes into ``runs/restorer-<name>``: ``restorer.pt`` (state dict in the official SwinIR layout),
+``restorer.json`` (config, recipe, result), ``restorer.md``, ``train_log.jsonl`` and
+``checkpoint.pt`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+import afdserve
+from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.imaging.decode import decode_image
+from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs
+from afdserve.restoration import TileSpec, restore
+from afdserve.restoration_metrics import psnr
+from afdserve.training import (args_dict, atomic_torch_save, atomic_write_text, lr_factor, pick_device,
+                               split_images, truncate_log)
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "restorer.pt"
+RECORD = "restorer.json"
+SUMMARY = "restorer.md"
+TRAIN_LOG = "train_log.jsonl"
+RESUMABLE_CHANGES = {"resume", "out", "name", "no_progress", "threads", "device", "max_minutes",
+                     "pause_at", "checkpoint_every", "log_every", "val_images", "func", "command"}
+
+
+# ----------------------------------------------------------------------------- the compact model
+
+
+def compact_config(args) -> SwinIRConfig:
+    """The compact restorer. Window 8 (SwinIR-M uses 7): with the image starting on the JPEG
+    grid, every attention window is exactly one or more whole 8x8 blocks. img_range 255 as the
+    official models: a bare state dict cannot tell it, so loaders assume it."""
+    return SwinIRConfig(in_chans=3, embed_dim=args.embed_dim, depths=list(args.depths),
+                        num_heads=list(args.heads), window_size=args.window, mlp_ratio=args.mlp_ratio,
+                        img_size=args.patch, img_range=255.0, resi_connection="1conv", upsampler="",
+                        drop_path_rate=0.0)  # a small model trained briefly: no stochastic depth
+
+
+# ----------------------------------------------------------------------------- training pairs
+
+
+@dataclass(frozen=True)
+class PatchRecipe:
+    patch: int = 64
+    quality_range: tuple[int, int] = (10, 40)
+    scale_range: tuple[float, float] = (0.5, 1.0)
+
+
+def make_patch_pair(clean: Image.Image, rng: np.random.Generator, recipe: PatchRecipe):
+    """(JPEG-decoded patch, clean patch, quality): two 3 x P x P float tensors in [0, 1]."""
+    p = recipe.patch
+    smallest = max(p / clean.width, p / clean.height)  # never below one patch (upscales tiny images)
+    scale = max(smallest, rng.uniform(*recipe.scale_range))
+    if scale != 1.0:
+        size = (max(p, round(clean.width * scale)), max(p, round(clean.height * scale)))
+        clean = clean.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left = int(rng.integers(0, clean.width - p + 1))
+    top = int(rng.integers(0, clean.height - p + 1))
+    patch = np.asarray(clean.crop((left, top, left + p, top + p)))
+    patch = np.rot90(patch, k=int(rng.integers(4)))
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    patch = np.ascontiguousarray(patch)
+    quality = int(rng.integers(recipe.quality_range[0], recipe.quality_range[1] + 1))
+    buf = io.BytesIO()
+    Image.fromarray(patch).save(buf, format="JPEG", quality=quality)
+    decoded = np.asarray(decode_image(buf.getvalue()).image)  # the serving decoder
+
+    def tensor(a):
+        return torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255)
+
+    return tensor(decoded), tensor(patch), quality
+
+
+class PatchSampler:
+    """Sample ``k`` is a pure function of (seed, k), so --resume sees the same stream."""
+
+    def __init__(self, images: list[Image.Image], recipe: PatchRecipe, seed: int):
+        self.images, self.recipe, self.seed = images, recipe, seed
+
+    def batch(self, step: int, size: int):
+        pairs = []
+        for k in range(step * size, (step + 1) * size):
+            epoch, position = divmod(k, len(self.images))
+            order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.images))
+            rng = np.random.default_rng([self.seed, 1, k])
+            pairs.append(make_patch_pair(self.images[int(order[position])], rng, self.recipe))
+        jpeg, clean, quality = zip(*pairs)
+        return torch.stack(jpeg), torch.stack(clean), list(quality)
+
+
+def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((a - b) ** 2 + eps * eps).mean()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return np.asarray(decode_image(buf.getvalue()).image)
+
+
+@torch.no_grad()
+def validate(model: SwinIR, images: list[Image.Image], qualities: list[int], device) -> list[dict]:
+    """Mean PSNR (RGB) of the JPEG input and of the restored image on held-out images (a centre
+    crop of 256x256 each, so the check is quick), per quality."""
+    model.eval()
+    rows = []
+    for quality in qualities:
+        before, after = [], []
+        for im in images:
+            w, h = im.size
+            side = min(256, w, h) // 8 * 8
+            left, top = (w - side) // 2 // 8 * 8, (h - side) // 2 // 8 * 8
+            clean = np.asarray(im.crop((left, top, left + side, top + side)))
+            jpeg = jpeg_roundtrip(clean, quality)
+            restored = restore(model, jpeg, TileSpec(), device)
+            before.append(psnr(jpeg, clean))
+            after.append(psnr(restored, clean))
+        rows.append({"quality": quality, "images": len(images), "psnr_jpeg": float(np.mean(before)),
+                     "psnr_restored": float(np.mean(after)),
+                     "gain_db": float(np.mean(after) - np.mean(before))})
+    model.train()
+    return rows
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _load_images(items) -> list[Image.Image]:
+    return [decode_image(i.path.read_bytes()).image for i in items]
+
+
+def run(args) -> dict | None:
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+    device = pick_device(args.device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    train_items, val_items = split_images(load_labelled_folder(args.data), args.val_fraction)
+    train_images = _load_images(train_items)
+    recipe = PatchRecipe(patch=args.patch, quality_range=tuple(args.quality_range),
+                         scale_range=tuple(args.scale_range))
+    sampler = PatchSampler(train_images, recipe, args.seed)
+
+    config = compact_config(args)
+    model = SwinIR(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
+
+    step, elapsed, recent, log_mode = 0, 0.0, [], "w"
+    if args.resume:
+        state = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+        changed = sorted(k for k in set(state["args"]) | set(args_dict(args))
+                         if k not in RESUMABLE_CHANGES and state["args"].get(k) != args_dict(args).get(k))
+        if changed:
+            raise SystemExit(f"--resume with different settings than the checkpoint: {', '.join(changed)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, elapsed, recent = state["step"], state["elapsed_s"], state["recent"]
+        truncate_log(out_dir / TRAIN_LOG, step)
+        log_mode = "a"
+        print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
+    recent = collections.deque(recent, maxlen=50)
+
+    def save_checkpoint():
+        atomic_torch_save({"step": step, "elapsed_s": elapsed, "recent": list(recent),
+                           "args": args_dict(args), "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                          out_dir / CHECKPOINT)
+
+    stop = args.steps if args.pause_at is None else min(args.steps, args.pause_at)
+    model.train()
+    bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
+               dynamic_ncols=True, disable=args.no_progress)
+    stopped, smoothed, session_start, session_patches = None, None, time.perf_counter(), 0
+    with open(out_dir / TRAIN_LOG, log_mode) as log:
+        try:
+            last = time.perf_counter()
+            while step < stop:
+                jpeg, clean, _ = sampler.batch(step, args.batch_size)
+                jpeg, clean = jpeg.to(device), clean.to(device)
+                loss = charbonnier(model(jpeg), clean)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                now = time.perf_counter()
+                elapsed, last = elapsed + now - last, now
+                session_patches += args.batch_size
+                recent.append(loss.item())
+                smoothed = recent[-1] if smoothed is None else 0.95 * smoothed + 0.05 * recent[-1]
+                rate = session_patches / (now - session_start)
+                bar.set_postfix(loss=f"{smoothed:.4f}", patch_s=f"{rate:.1f}", refresh=False)
+                bar.update(1)
+                if step % args.log_every == 0 or step == stop:
+                    log.write(json.dumps({"step": step, "loss": round(recent[-1], 6),
+                                          "lr": scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 1),
+                                          "patches_per_s": round(rate, 2)}) + "\n")
+                    log.flush()
+                if step % args.checkpoint_every == 0 or step == stop:
+                    save_checkpoint()
+                if args.max_minutes and elapsed > 60 * args.max_minutes and step < stop:
+                    print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
+                    save_checkpoint()
+                    stopped = "max-minutes"
+                    break
+        except KeyboardInterrupt:
+            save_checkpoint()
+            print(f"\ninterrupted: checkpoint at step {step} in {out_dir}", flush=True)
+            return None
+        finally:
+            bar.close()
+    if step < args.steps and stopped is None:
+        return None  # --pause-at: continue with --resume
+
+    weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save(weights, out_dir / WEIGHTS)
+    val_images = _load_images(val_items[:args.val_images])
+    validation = validate(model, val_images, [10, 40], device) if val_images else []
+    macs = count_macs(model, 256, 256) / (256 * 256)
+    record = {
+        "swinir_config": config.to_record(),
+        "weights": WEIGHTS,
+        "weights_sha256": hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "macs_per_pixel": round(macs),
+        "recipe": {**asdict(recipe), "loss": "charbonnier", "encoder": f"Pillow {Image.__version__}"},
+        "completed": step >= args.steps, "stopped": stopped, "steps": step, "steps_planned": args.steps,
+        "patches_seen": step * args.batch_size,
+        "wall_time_s": round(elapsed, 1),
+        "final_loss_last_50_steps": float(np.mean(recent)) if recent else None,
+        "validation": validation,
+        "data": str(Path(args.data).resolve()),
+        "split": {"val_fraction": args.val_fraction, "train_images": len(train_items),
+                  "val_images": len(val_items), "rule": "as afdserve train (sha256 of the file name)"},
+        "seed": args.seed, "args": args_dict(args), "library_version": afdserve.__version__,
+        "torch_version": torch.__version__, "device": str(device), "threads": threads,
+        "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
+    atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    for row in validation:
+        print(f"q={row['quality']}: PSNR {row['psnr_jpeg']:.2f} (JPEG) -> {row['psnr_restored']:.2f} dB "
+              f"({row['gain_db']:+.2f})", flush=True)
+    print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
+    return record
+
+
+def summary_markdown(record: dict) -> str:
+    c, r = record["swinir_config"], record["recipe"]
+    lines = [
+        f"# Compact SwinIR restorer: {Path(record['args']['out']).name}",
+        "",
+        f"- SwinIR embed_dim {c['embed_dim']}, depths {c['depths']}, heads {c['num_heads']}, window "
+        f"{c['window_size']}, mlp_ratio {c['mlp_ratio']}: {record['parameters']:,} parameters, "
+        f"{record['macs_per_pixel']:,} multiply-adds per pixel",
+        f"- {record['steps']}/{record['steps_planned']} steps of {record['args']['batch_size']} patches of "
+        f"{r['patch']}x{r['patch']}, JPEG quality {r['quality_range'][0]}-{r['quality_range'][1]} "
+        f"(blind), downscale {r['scale_range'][0]}-{r['scale_range'][1]}, Charbonnier loss, "
+        f"Adam lr {record['args']['lr']} cosine",
+        f"- {record['wall_time_s'] / 60:.1f} min on {record['device']} ({record['threads']} threads); "
+        f"{record['split']['train_images']} training images; seed {record['seed']}",
+    ]
+    if record["validation"]:
+        lines += ["", "Quick check on validation images (256x256 centre crops, RGB PSNR):", "",
+                  "| quality | JPEG | restored | gain |", "| --- | --- | --- | --- |"]
+        lines += [f"| {v['quality']} | {v['psnr_jpeg']:.2f} | {v['psnr_restored']:.2f} | {v['gain_db']:+.2f} |"
+                  for v in record["validation"]]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
+    g.add_argument("--val-fraction", type=float, default=0.3,
+                   help="held-out share by file-name hash; the same split as afdserve train (default 0.3)")
+    g.add_argument("--quality-range", type=int, nargs=2, default=[10, 40], metavar=("MIN", "MAX"))
+    g.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 1.0], metavar=("MIN", "MAX"),
+                   help="random downscale of the clean image before cropping (default 0.5 1.0)")
+    g.add_argument("--patch", type=int, default=64, help="patch side, a multiple of --window (default 64)")
+    g = p.add_argument_group("model")
+    g.add_argument("--embed-dim", type=int, default=48)
+    g.add_argument("--depths", type=int, nargs="+", default=[4, 4, 4])
+    g.add_argument("--heads", type=int, nargs="+", default=[4, 4, 4])
+    g.add_argument("--window", type=int, default=8)
+    g.add_argument("--mlp-ratio", type=float, default=2.0)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=3000)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--lr", type=float, default=5e-4)
+    g.add_argument("--warmup", type=int, default=100)
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("run")
+    g.add_argument("--name", default="compact")
+    g.add_argument("--out", type=Path, default=None, help="run folder (default runs/restorer-<name>)")
+    g.add_argument("--resume", action="store_true")
+    g.add_argument("--checkpoint-every", type=int, default=100)
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--pause-at", type=int, default=None)
+    g.add_argument("--max-minutes", type=float, default=0)
+    g.add_argument("--device", default="auto")
+    g.add_argument("--threads", type=int, default=0)
+    g.add_argument("--val-images", type=int, default=40, help="validation images for the final check")
+    g.add_argument("--no-progress", action="store_true")
+
+
+def cmd_train_restorer(args) -> int:
+    if args.patch % args.window:
+        raise SystemExit("--patch must be a multiple of --window")
+    if args.out is None:
+        args.out = Path("runs") / f"restorer-{args.name}"
+    run(args)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("train-restorer", help="train a compact SwinIR JPEG artefact restorer")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train_restorer)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m afdserve.restorer_training")
+    add_arguments(parser)
+    return cmd_train_restorer(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
