@@ -58,15 +58,18 @@ def parse_qualities(text: str) -> list[int | None]:
     return [None if q.strip() == "original" else int(q) for q in text.split(",")]
 
 
-def service_from_archive(mar_path: Path, workdir: Path) -> ClassifierService:
-    """Unpack an archive and load its service the way the handler does."""
+def service_from_archive(mar_path: Path, workdir: Path):
+    """Unpack an archive and load its service (a ClassifierService, or a RestorerService for a
+    restorer archive) the way the handler does."""
     with zipfile.ZipFile(mar_path) as z:
         z.extractall(workdir)
     manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())
-    config = yaml.safe_load((workdir / "model-config.yaml").read_text())
+    settings = yaml.safe_load((workdir / "model-config.yaml").read_text())["afdserve"]
     model = manifest["model"]
-    return ClassifierService.from_model_dir(workdir, config["afdserve"], model["modelName"],
-                                            model.get("modelVersion", ""))
+    service_class = ClassifierService
+    if "swinir" in settings:
+        from afdserve.serving.restorer_service import RestorerService as service_class
+    return service_class.from_model_dir(workdir, settings, model["modelName"], model.get("modelVersion", ""))
 
 
 def evaluate_service(service: ClassifierService, images: list[LabelledImage], quality: int | None,

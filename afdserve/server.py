@@ -39,7 +39,7 @@ JAVA_HINT = (
     "On Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; "
     "elsewhere install a Java 11+ runtime and put it on PATH or set JAVA_HOME."
 )
-DEFAULT_MODELS = ("afd_classifier", "lite0_baseline")
+DEFAULT_MODELS = ("afd_classifier", "lite0_baseline", "swinir_restorer", "restore_classify")
 # A worker that failed to load its model this many times in a row while starting will not load
 # it (TorchServe would keep retrying with growing back-off until the timeout).
 LOAD_RETRY_LIMIT = 2

@@ -114,3 +114,21 @@ def test_service_answers_each_request_of_a_batch():
     # The batched answer equals the answer to the same request alone.
     alone = service.handle([rows[0]])[0]
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(alone.body))), np.asarray(first))
+
+
+def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
+    import zipfile
+
+    from afdserve.cli import main
+
+    weights = tmp_path / "user_swinir.pth"
+    torch.save({"params_ema": tiny_swinir().state_dict()}, weights)  # as some official files are
+    assert main(["build", "--swinir-weights", str(weights), "--swinir-version", "2.0",
+                 "--model-store", str(tmp_path / "store")]) == 0
+    with zipfile.ZipFile(tmp_path / "store" / "swinir_restorer.2.0.mar") as z:
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+    assert manifest["model"]["modelName"] == "swinir_restorer" and manifest["model"]["modelVersion"] == "2.0"
+
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert main(["build", "--swinir-weights", str(tmp_path / "junk.pth"),
+                 "--model-store", str(tmp_path / "store")]) == 2
