@@ -40,8 +40,8 @@ from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs
 from afdserve.restoration import TileSpec, restore
 from afdserve.restoration_metrics import psnr
-from afdserve.training import (args_dict, atomic_torch_save, atomic_write_text, lr_factor, pick_device,
-                               split_images, truncate_log)
+from afdserve.training import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
+                               lr_factor, pick_device, split_images, truncate_log)
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "restorer.pt"
@@ -334,13 +334,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--name", default="compact")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/restorer-<name>)")
-    g.add_argument("--resume", action="store_true")
-    g.add_argument("--checkpoint-every", type=int, default=100)
-    g.add_argument("--log-every", type=int, default=10)
-    g.add_argument("--pause-at", type=int, default=None)
-    g.add_argument("--max-minutes", type=float, default=0)
-    g.add_argument("--device", default="auto")
-    g.add_argument("--threads", type=int, default=0)
+    add_run_control_arguments(g)
     g.add_argument("--val-images", type=int, default=40, help="validation images for the final check")
     g.add_argument("--no-progress", action="store_true")
 

@@ -627,6 +627,19 @@ def summary_markdown(record: dict) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
+def add_run_control_arguments(g) -> None:
+    """Resuming, checkpoints, stopping early and where to run: shared by every training command."""
+    g.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    g.add_argument("--checkpoint-every", type=int, default=100)
+    g.add_argument("--log-every", type=int, default=10)
+    g.add_argument("--pause-at", type=int, default=None,
+                   help="stop after this step with a checkpoint (continue later with --resume)")
+    g.add_argument("--max-minutes", type=float, default=0,
+                   help="wall-clock cap: stop early (checkpoint, weights, record) after this long")
+    g.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
+    g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
@@ -678,15 +691,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--name", default=None, help="run name (default from the loss and module flags)")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/afd-<name>)")
-    g.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    g.add_argument("--checkpoint-every", type=int, default=100)
-    g.add_argument("--log-every", type=int, default=10)
-    g.add_argument("--pause-at", type=int, default=None,
-                   help="stop after this step with a checkpoint (continue later with --resume)")
-    g.add_argument("--max-minutes", type=float, default=0,
-                   help="wall-clock cap: stop early (checkpoint, weights, record) after this long")
-    g.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
-    g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    add_run_control_arguments(g)
     g.add_argument("--workers", type=int, default=1,
                    help="DataLoader workers making the JPEG pairs (default 1)")
     g.add_argument("--val-qualities", default="10,original",

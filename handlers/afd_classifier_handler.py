@@ -1,4 +1,5 @@
-"""TorchServe handler for the classifier archives (``afd_classifier`` and ``lite0_baseline``).
+"""TorchServe handler for the classifier archives (``afd_classifier``, ``lite0_baseline`` and
+``restore_classify``).
 
 A thin adapter: TorchServe's initialize/handle calls are mapped onto
 ``afdserve.serving.classifier_service.ClassifierService``, which the archive carries.
@@ -7,9 +8,8 @@ A thin adapter: TorchServe's initialize/handle calls are mapped onto
 import logging
 from http import HTTPStatus
 
-import torch
-
 from afdserve.serving.classifier_service import ClassifierService
+from afdserve.serving.torchserve_context import archive_identity, worker_device
 
 log = logging.getLogger(__name__)
 
@@ -19,20 +19,8 @@ class AFDClassifierHandler:
         self.service = None
 
     def initialize(self, context):
-        properties = context.system_properties
-        gpu_id = properties.get("gpu_id")
-        if torch.cuda.is_available() and gpu_id is not None:
-            device = torch.device(f"cuda:{gpu_id}")
-        else:
-            device = torch.device("cpu")
-        manifest_model = context.manifest["model"]
-        settings = (context.model_yaml_config or {}).get("afdserve", {})
-        self.service = ClassifierService.from_model_dir(
-            properties["model_dir"], settings,
-            model_name=manifest_model["modelName"],
-            version=manifest_model.get("modelVersion", ""),
-            device=device,
-        )
+        device = worker_device(context)
+        self.service = ClassifierService.from_model_dir(**archive_identity(context), device=device)
         log.info("%s %s ready on %s", self.service.model_name, self.service.version, device)
 
     def handle(self, data, context):

@@ -8,9 +8,8 @@ image bytes (PNG, or JPEG on request) or a JSON error for that request alone.
 import logging
 from http import HTTPStatus
 
-import torch
-
 from afdserve.serving.restorer_service import RestorerService
+from afdserve.serving.torchserve_context import archive_identity, worker_device
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +26,8 @@ class SwinIRRestorerHandler:
         self.service = None
 
     def initialize(self, context):
-        properties = context.system_properties
-        gpu_id = properties.get("gpu_id")
-        if torch.cuda.is_available() and gpu_id is not None:
-            device = torch.device(f"cuda:{gpu_id}")
-        else:
-            device = torch.device("cpu")
-        manifest_model = context.manifest["model"]
-        settings = (context.model_yaml_config or {}).get("afdserve", {})
-        self.service = RestorerService.from_model_dir(
-            properties["model_dir"], settings,
-            model_name=manifest_model["modelName"],
-            version=manifest_model.get("modelVersion", ""),
-            device=device,
-        )
+        device = worker_device(context)
+        self.service = RestorerService.from_model_dir(**archive_identity(context), device=device)
         log.info("%s %s ready on %s", self.service.model_name, self.service.version, device)
 
     def handle(self, data, context):
