@@ -45,17 +45,25 @@ DEFAULT_MODELS = ("afd_classifier", "lite0_baseline", "swinir_restorer", "restor
 LOAD_RETRY_LIMIT = 2
 
 # Runs beside a foreground server: the owner holds the write end of our stdin. EOF without the
-# "stop" byte means the owner died without stop(), so the server's process group is killed.
+# "stop" byte means the owner died without stop(), so every process of the server's session is
+# killed: the launcher's process group, and any member (a model worker) that left that group.
 # Terminal signals are ignored so a Ctrl-C lets the owner's own clean-up run first.
 _WATCHDOG = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if sys.stdin.buffer.read() != b"stop":
+    sid = int(sys.argv[1])
     try:
-        os.killpg(int(sys.argv[1]), signal.SIGKILL)
+        os.killpg(sid, signal.SIGKILL)
     except OSError:
         pass
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and int(entry) != os.getpid() and os.getsid(int(entry)) == sid:
+                os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            pass
 """
 
 

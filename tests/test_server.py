@@ -232,6 +232,9 @@ def test_server_dies_with_its_owner(tiny_store, tmp_path):
         while _alive(java) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _alive(java)
+        # The workers go with it (killed, or exiting when their socket closes).
+        while _live_processes_mentioning(str(tmp_path / "tmp")) and time.monotonic() < deadline + 10:
+            time.sleep(0.2)
         assert not _live_processes_mentioning(str(tmp_path / "tmp"))
     finally:
         owner.kill()
