@@ -6,6 +6,7 @@ weights in deployment form (fused RepConvs, folded batch norms; a plain state di
 pip dependencies (torch, timm, pillow, numpy, pyyaml) serves it.
 """
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -20,6 +21,7 @@ import torch
 import yaml
 
 import afdserve
+from afdserve.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 
@@ -43,26 +45,51 @@ FRONTEND_CONFIG = {
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 
 
+def release_files(release: str | Path) -> tuple[Path, Path]:
+    """(weights, training record) of a release: a stem shipped in afdserve/weights/ ("afd_v1":
+    afd_v1.pt + afd_v1.json) or a weights file with its record beside it (a training run's
+    runs/NAME/afd_module.pt + afd_module.json)."""
+    if isinstance(release, str) and "/" not in release and not release.endswith((".pt", ".pth")):
+        return WEIGHTS_DIR / f"{release}.pt", WEIGHTS_DIR / f"{release}.json"
+    weights = Path(release)
+    return weights, weights.with_suffix(".json")
+
+
+def read_record(record_path: Path) -> dict | None:
+    """A release's training record for the manifest: everything but the per-file split list."""
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    split = record.get("split")
+    if isinstance(split, dict):
+        record["split"] = {k: v for k, v in split.items() if not isinstance(v, (list, dict))}
+    return record
+
+
 @dataclass(frozen=True)
 class ClassifierArchive:
     name: str
     version: str
-    # A trained AFD module shipped in afdserve/weights/: "<stem>.pt" (state dict) beside
-    # "<stem>.json" (its training record, which holds the module's config). None: no AFD module.
-    afd_release: str | None
+    # A trained AFD module (see release_files): "<stem>.pt" (state dict) beside "<stem>.json" (its
+    # training record, which holds the module's config). None: no AFD module.
+    afd_release: str | Path | None
     handler: str = "afd_classifier_handler.py"
     description: str = ""
-    # A restorer shipped in afdserve/weights/ ("<stem>.pt" + "<stem>.json") that every image goes
-    # through before the classifier: restore-then-classify in one archive.
-    restorer_release: str | None = None
+    # A restorer release (see release_files) that every image goes through before the
+    # classifier: restore-then-classify in one archive.
+    restorer_release: str | Path | None = None
 
     def afd_config(self) -> AFDConfig | None:
         if self.afd_release is None:
             return None
-        return AFDConfig.from_record(json.loads((WEIGHTS_DIR / f"{self.afd_release}.json").read_text()))
+        return AFDConfig.from_record(json.loads(release_files(self.afd_release)[1].read_text()))
 
     def afd_weights(self) -> Path | None:
-        return None if self.afd_release is None else WEIGHTS_DIR / f"{self.afd_release}.pt"
+        return None if self.afd_release is None else release_files(self.afd_release)[0]
+
+    def record(self) -> dict | None:
+        release = self.afd_release if self.afd_release is not None else self.restorer_release
+        return None if release is None else read_record(release_files(release)[1])
 
 
 CLASSIFIERS = {
@@ -84,7 +111,6 @@ class RestorerArchive:
     weights: Path  # a SwinIR checkpoint in the official layout (params / params_ema / bare)
     handler: str = "swinir_restorer_handler.py"
     description: str = ""
-    file_name: str | None = None  # default "<name>.mar"
     tile_size: int | None = None  # default TileSpec's
     tile_overlap: int | None = None
     max_pixels: int | None = None  # default DEFAULT_RESTORER_MAX_PIXELS
@@ -101,9 +127,11 @@ RESTORERS = {
 RESTORER_FRONTEND_CONFIG = {**FRONTEND_CONFIG, "batchSize": 4, "maxBatchDelay": 10, "responseTimeout": 300}
 
 
-def archive_path(model_store: Path, name: str) -> Path:
-    spec = RESTORERS.get(name)
-    return Path(model_store) / (spec.file_name if spec and spec.file_name else f"{name}.mar")
+def archive_path(model_store: Path, name: str, version: str | None = None) -> Path:
+    """model_store/NAME.VERSION.mar; the version defaults to the release's."""
+    if version is None:
+        version = {**CLASSIFIERS, **RESTORERS}[name].version
+    return Path(model_store) / archive_file_name(name, version)
 
 
 def model_archiver_executable() -> str:
@@ -151,8 +179,9 @@ def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
 
 
 def _archive(name: str, version: str, handler: str, staging: Path, frontend: dict, settings: dict,
-             model_store: Path, file_name: str) -> Path:
-    """torch-model-archiver over a staging folder holding model.pt and extras/."""
+             model_store: Path, record: dict | None) -> Path:
+    """torch-model-archiver over a staging folder holding model.pt and extras/, and the
+    archive's manifest beside it."""
     model_store.mkdir(parents=True, exist_ok=True)
     config = {**frontend, "afdserve": {"model": name, **settings, "library_version": afdserve.__version__}}
     (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -171,8 +200,11 @@ def _archive(name: str, version: str, handler: str, staging: Path, frontend: dic
         ],
         check=True,
     )
-    target = model_store / file_name
+    target = model_store / archive_file_name(name, version)
     shutil.move(str(out / f"{name}.mar"), target)  # replaces an older build of the same file
+    accuracy = record.get("validation") if record else None
+    write_manifest(target, name, version, record=record, accuracy=accuracy,
+                   description=settings.get("description", ""))
     return target
 
 
@@ -192,17 +224,17 @@ def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path
             "description": spec.description,
             "weights": "model.pt",
             "afd": afd_config.to_dict() if afd_config else None,
-            "afd_release": spec.afd_release,
+            "afd_release": None if spec.afd_release is None else str(spec.afd_release),
         }
         frontend = FRONTEND_CONFIG
         if spec.restorer_release is not None:
-            state, settings["restorer"] = restorer_settings(WEIGHTS_DIR / f"{spec.restorer_release}.pt",
+            state, settings["restorer"] = restorer_settings(release_files(spec.restorer_release)[0],
                                                             "restorer.pt")
-            settings["restorer_release"] = spec.restorer_release
+            settings["restorer_release"] = str(spec.restorer_release)
             torch.save(state, staging / "extras" / "restorer.pt")
             frontend = RESTORER_FRONTEND_CONFIG
         return _archive(spec.name, spec.version, spec.handler, staging, frontend, settings,
-                        Path(model_store), f"{spec.name}.mar")
+                        Path(model_store), spec.record())
 
 
 def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
@@ -216,56 +248,99 @@ def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
         if spec.max_pixels is not None:
             settings["max_pixels"] = spec.max_pixels
         return _archive(spec.name, spec.version, spec.handler, staging, RESTORER_FRONTEND_CONFIG,
-                        settings, Path(model_store), spec.file_name or f"{spec.name}.mar")
+                        settings, Path(model_store), read_record(Path(spec.weights).with_suffix(".json")))
+
+
+def variant(name: str, version: str | None = None, weights: str | Path | None = None):
+    """The release spec of ``name``, or another version of it built from other weights.
+
+    weights: for afd_classifier an AFD module (a training run's afd_module.pt with its .json
+    record beside it) or "none" for the plain backbone; for swinir_restorer (and the restorer in
+    restore_classify) a SwinIR checkpoint in the official layout.
+    """
+    known = {**CLASSIFIERS, **RESTORERS}
+    if name not in known:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
+    spec = known[name]
+    changes = {}
+    if version is not None:
+        changes["version"] = version
+    if weights is not None:
+        none = str(weights).lower() == "none"
+        if not none and not Path(weights).is_file():
+            raise ValueError(f"weights file not found: {weights}")
+        label = "none (the plain backbone)" if none else Path(weights).name
+        if isinstance(spec, RestorerArchive):
+            if none:
+                raise ValueError("a restorer needs weights")
+            changes["weights"] = Path(weights)
+        elif spec.restorer_release is not None:
+            if none:
+                raise ValueError("restore_classify needs restorer weights")
+            changes["restorer_release"] = Path(weights)
+        else:
+            changes["afd_release"] = None if none else Path(weights)
+        changes["description"] = f"{spec.description}; weights: {label}"
+    return dataclasses.replace(spec, **changes)
+
+
+def build_spec(spec, model_store: Path) -> Path:
+    if isinstance(spec, RestorerArchive):
+        return build_restorer_archive(spec, model_store)
+    return build_classifier_archive(spec, model_store)
 
 
 def build(name: str, model_store: Path) -> Path:
-    if name in CLASSIFIERS:
-        return build_classifier_archive(CLASSIFIERS[name], model_store)
-    return build_restorer_archive(RESTORERS[name], model_store)
+    return build_spec(variant(name), model_store)
 
 
 def _report(path: Path, start: float) -> None:
-    print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+    print(f"built {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s "
+          f"with its manifest")
 
 
 def cmd_build(args) -> int:
-    if args.swinir_weights is not None:
-        # A user's SwinIR checkpoint (an official one, say) as another version of swinir_restorer.
-        spec = RestorerArchive("swinir_restorer", args.swinir_version, args.swinir_weights,
-                               description=f"SwinIR checkpoint {args.swinir_weights.name}",
-                               file_name=f"swinir_restorer.{args.swinir_version}.mar")
-        start = time.perf_counter()
-        try:
-            path = build_restorer_archive(spec, args.model_store)
-        except (ValueError, OSError) as err:
-            print(f"cannot build from {args.swinir_weights}: {err}", file=sys.stderr)
-            return 2
-        _report(path, start)
-        return 0
     known = {**CLASSIFIERS, **RESTORERS}
+    if args.swinir_weights is not None:  # the older spelling of --models swinir_restorer --weights
+        args.models, args.weights, args.version = "swinir_restorer", args.swinir_weights, args.swinir_version
     names = args.models.split(",") if args.models else list(known)
+    if (args.version or args.weights) and len(names) != 1:
+        print("--version and --weights build one model: name it with --models", file=sys.stderr)
+        return 2
     for name in names:
-        if name not in known:
-            print(f"unknown model {name!r}; known: {', '.join(known)}", file=sys.stderr)
+        try:
+            spec = variant(name, args.version, args.weights)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 2
-        target = archive_path(args.model_store, name)
+        target = archive_path(args.model_store, name, spec.version)
         if args.missing and target.exists():
             print(f"{target} exists, kept")
             continue
         start = time.perf_counter()
-        _report(build(name, args.model_store), start)
+        try:
+            path = build_spec(spec, args.model_store)
+        except (ValueError, OSError, KeyError) as err:
+            print(f"cannot build {name} {spec.version}: {err}", file=sys.stderr)
+            return 2
+        _report(path, start)
     return 0
 
 
 def add_commands(subparsers) -> None:
-    build = subparsers.add_parser("build", help="build the model archives (.mar)")
+    build = subparsers.add_parser(
+        "build", help="build the model archives (.mar) with their manifests",
+        description="Builds model_store/NAME.VERSION.mar and NAME.VERSION.manifest.json for the "
+        "releases (default: all models), or another version of one model from other weights.")
     build.add_argument("--model-store", type=Path, default=Path("model_store"))
     build.add_argument("--models", default="", help="comma-separated names (default: all)")
     build.add_argument("--missing", action="store_true", help="only build archives that do not exist")
+    build.add_argument("--version", default=None, help="version to build (default: the release's)")
+    build.add_argument("--weights", default=None,
+                       help="weights for the version: an AFD module (its .json record beside it) or "
+                            "'none' for afd_classifier, a SwinIR checkpoint for the restorer")
     build.add_argument("--swinir-weights", type=Path, default=None,
-                       help="build this SwinIR checkpoint (official layout, e.g. SwinIR-M CAR) as "
-                            "swinir_restorer version --swinir-version instead")
-    build.add_argument("--swinir-version", default="2.0",
-                       help="version for --swinir-weights (default 2.0); file swinir_restorer.VERSION.mar")
+                       help="same as --models swinir_restorer --weights PATH (official SwinIR "
+                            "checkpoints load: params / params_ema / bare state dict)")
+    build.add_argument("--swinir-version", default="2.0", help="version for --swinir-weights (default 2.0)")
     build.set_defaults(func=cmd_build)

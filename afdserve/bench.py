@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from afdserve.evaluation import service_from_archive
+from afdserve.manifest import served_archives
 from afdserve.server import LocalTorchServe, free_ports
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.properties"
@@ -81,9 +82,9 @@ def cmd_bench(args) -> int:
     torch.set_num_threads(args.threads)
     report = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
               "image": "500x375 JPEG q75", "models": {}}
-    models = {m: f"{m}.mar" for m in args.models.split(",")}
+    models = {m: served_archives(args.model_store, m)[:1] for m in args.models.split(",")}
     for model, mar in models.items():
-        report["models"][model] = {"in_process": bench_in_process(args.model_store / mar, body, args.requests)}
+        report["models"][model] = {"in_process": bench_in_process(args.model_store / mar[0], body, args.requests)}
         print(model, "in-process:", json.dumps(report["models"][model]["in_process"]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         with LocalTorchServe(args.model_store, models, Path(tmp), config_file=REPO_CONFIG,

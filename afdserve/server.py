@@ -31,6 +31,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from afdserve.manifest import ArchiveVerificationError, served_archives, verify_archive
+
 TS_NAMESPACE = "org.pytorch.serve.ModelServer"  # in the java command line; what ts itself checks
 PID_FILE_NAME = ".model_server.pid"  # written by `torchserve --start` into $TMPDIR
 KEY_FILE_NAME = "key_file.json"  # written by the frontend into its working directory
@@ -233,7 +235,8 @@ def _expired(entry: dict, margin_s: float = 60) -> bool:
 class LocalTorchServe:
     """A TorchServe started from ``workdir`` with the given models.
 
-    models: model name -> archive file name in ``model_store``.
+    models: model name -> archive file name in ``model_store``, or a list of them for several
+        versions of one model (the first one registered is the default).
     workdir: launch directory; key_file.json and logs/ go there.
     ports: (inference, management, metrics); None keeps the config's. When given, or with
         ``extra_config``, a derived config is written to workdir (gRPC ports get free ones too,
@@ -241,12 +244,14 @@ class LocalTorchServe:
     tmpdir: when given, TEMP and TMPDIR for the server (PID file, worker sockets, unpacked
         archives), so several servers can run at once; None inherits the environment's.
     log_config: log4j2 file; default log4j2.xml next to config_file, if there is one.
+    verify_archives: refuse to start unless every archive matches its manifest
+        (``afdserve.manifest``); only tests of the server itself turn it off.
     """
 
     def __init__(
         self,
         model_store,
-        models: dict[str, str],
+        models: dict[str, str | list[str]],
         workdir,
         config_file="config.properties",
         ports: tuple[int, int, int] | None = None,
@@ -254,9 +259,11 @@ class LocalTorchServe:
         extra_config: dict | None = None,
         tmpdir=None,
         log_config=None,
+        verify_archives: bool = True,
     ):
         self.model_store = Path(model_store).resolve()
-        self.models = dict(models)
+        self.models = {name: [files] if isinstance(files, (str, Path)) else list(files)
+                       for name, files in models.items()}
         self.workdir = Path(workdir).resolve()
         self.base_config = Path(config_file).resolve()
         self.ports = tuple(ports) if ports is not None else None
@@ -270,6 +277,7 @@ class LocalTorchServe:
             log_config = sibling if sibling.is_file() else None
         self.log_config = Path(log_config).resolve() if log_config is not None else None
         self.log_dir = self.workdir / "logs"
+        self.verify_archives = verify_archives
         self.startup_seconds: float | None = None
 
         self._launcher: subprocess.Popen | None = None
@@ -355,7 +363,11 @@ class LocalTorchServe:
         return env
 
     def missing_archives(self) -> list[Path]:
-        return [self.model_store / f for f in self.models.values() if not (self.model_store / f).is_file()]
+        return [path for _, path in self.archives() if not path.is_file()]
+
+    def archives(self) -> list[tuple[str, Path]]:
+        """(model name, archive path) for every archive this server loads, in load order."""
+        return [(name, self.model_store / f) for name, files in self.models.items() for f in files]
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -434,6 +446,12 @@ class LocalTorchServe:
                 "missing model archive(s): %s; build them with `afdserve build` (or `make build`)"
                 % ", ".join(str(p) for p in missing)
             )
+        if self.verify_archives:
+            for _, path in self.archives():
+                try:
+                    verify_archive(path)
+                except ArchiveVerificationError as err:
+                    raise TorchServeError(str(err)) from None
         check_java()
         torchserve = find_torchserve()
         config = self.config_path
@@ -456,7 +474,7 @@ class LocalTorchServe:
             cmd += ["--log-config", str(self.log_config)]
         if self.foreground:
             cmd.append("--foreground")
-        cmd += ["--models"] + [f"{name}={archive}" for name, archive in self.models.items()]
+        cmd += ["--models"] + [f"{name}={path.name}" for name, path in self.archives()]
 
         t0 = time.monotonic()
         try:
@@ -516,7 +534,7 @@ class LocalTorchServe:
             return False  # key file not written (completely) yet
         for name in self.models:
             try:
-                r = requests.get(f"{self.management_url}/models/{name}", headers=headers, timeout=5)
+                r = requests.get(f"{self.management_url}/models/{name}/all", headers=headers, timeout=5)
             except requests.RequestException:
                 return False
             if r.status_code == 404:
@@ -659,16 +677,22 @@ def _print_usage(server: LocalTorchServe, models) -> None:
 
 
 def _server_from_args(args) -> LocalTorchServe:
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    return LocalTorchServe(
-        args.model_store, {m: f"{m}.mar" for m in models}, workdir=Path.cwd(),
-        config_file=args.config, foreground=False,
-    )
+    """Every version of each named model in the store (NAME.VERSION.mar), retired ones left
+    out, the recorded default first (see afdserve.manifest.served_archives)."""
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = {}
+    for name in names:
+        models[name] = served_archives(args.model_store, name)
+        if not models[name]:
+            raise MissingArchiveError(f"no archive {name}.VERSION.mar in {args.model_store}; "
+                                      "build it with `afdserve build` (or `make build`)")
+    return LocalTorchServe(args.model_store, models, workdir=Path.cwd(), config_file=args.config,
+                           foreground=False)
 
 
 def _cmd_serve(args) -> int:
-    server = _server_from_args(args)
     try:
+        server = _server_from_args(args)
         server.settings
     except TorchServeError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -736,7 +760,8 @@ def add_commands(subparsers) -> None:
         "here) and return once every worker is READY; the server keeps running.",
     )
     serve.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                       help="comma-separated model names; archive NAME.mar (default: %(default)s)")
+                       help="comma-separated model names; every NAME.VERSION.mar in the store is served "
+                            "(default: %(default)s)")
     serve.add_argument("--timeout", type=float, default=180,
                        help="seconds to wait for READY (default: %(default)s)")
     serve.set_defaults(func=_cmd_serve)

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # TEMP/TMPDIR in a temporary workdir, and always stop it, also when the test or start() fails.
 #
 #   def test_x(torchserve_factory):
-#       server = torchserve_factory(model_store, {"afd_classifier": "afd_classifier.mar"})
+#       server = torchserve_factory(model_store, {"afd_classifier": "afd_classifier.1.0.mar"})
 #       requests.post(f"{server.inference_url}/predictions/afd_classifier",
 #                     headers=server.inference_headers(), data=jpeg_bytes)
 # =============================================================================================

@@ -17,7 +17,7 @@ from afdserve.evaluation import service_from_archive
 pytestmark = pytest.mark.e2e
 # The AFD classifier and its control; restore_classify is tested with the restorer (test_e2e_restorer).
 SPECS = {name: CLASSIFIERS[name] for name in ("afd_classifier", "lite0_baseline")}
-MODELS = {name: f"{name}.mar" for name in SPECS}
+MODELS = {name: f"{name}.{spec.version}.mar" for name, spec in SPECS.items()}
 
 
 def jpeg(array, quality: int) -> bytes:

@@ -55,8 +55,8 @@ def model_store(tmp_path_factory, tiny_weights):
 
 @pytest.fixture(scope="module")
 def server(model_store, torchserve_session_factory):
-    return torchserve_session_factory(model_store, {"swinir_restorer": "swinir_restorer.mar",
-                                                    "restore_classify": "restore_classify.mar"})
+    return torchserve_session_factory(model_store, {"swinir_restorer": "swinir_restorer.0.9.mar",
+                                                    "restore_classify": "restore_classify.1.0.mar"})
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def restore_request(server, body, headers=None):
 
 
 def test_archive_holds_a_plain_state_dict_and_the_config(model_store, tmp_path):
-    with zipfile.ZipFile(model_store / "swinir_restorer.mar") as z:
+    with zipfile.ZipFile(model_store / "swinir_restorer.0.9.mar") as z:
         z.extractall(tmp_path)
     settings = yaml.safe_load((tmp_path / "model-config.yaml").read_text())["afdserve"]
     # Inferred from the weights' shapes (drop_path_rate, training only, is not in them).

@@ -18,6 +18,7 @@ import psutil
 import pytest
 import requests
 
+from afdserve.manifest import write_manifest
 from afdserve.server import (
     LocalTorchServe,
     MissingArchiveError,
@@ -79,6 +80,7 @@ def tiny_store(tmp_path_factory) -> Path:
     for name, code in (("echo", ECHO_HANDLER), ("bad", BAD_HANDLER)):
         src = tmp_path_factory.mktemp(f"src_{name}")
         _archive(src, store, name, code)
+        write_manifest(store / f"{name}.mar", name, "1.0")  # the server refuses unverified archives
     return store
 
 
@@ -135,7 +137,7 @@ def test_ports_give_a_derived_config(tmp_path):
 
 
 def test_missing_archive_says_build(tmp_path):
-    server = LocalTorchServe(tmp_path, {"afd_classifier": "afd_classifier.mar"}, tmp_path,
+    server = LocalTorchServe(tmp_path, {"afd_classifier": "afd_classifier.1.0.mar"}, tmp_path,
                              config_file=REPO_ROOT / "config.properties")
     with pytest.raises(MissingArchiveError, match="afdserve build"):
         server.start()
