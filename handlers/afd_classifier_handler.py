@@ -9,7 +9,7 @@ import logging
 from http import HTTPStatus
 
 from afdserve.serving.classifier_service import ClassifierService
-from afdserve.serving.torchserve_context import archive_identity, worker_device
+from afdserve.serving.torchserve_context import archive_identity, emit_request_metrics, worker_device
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ class AFDClassifierHandler:
         rejected = sum(a.status != 200 for a in answers)
         # One line per batch: how operators (and the end-to-end tests) see batching at work.
         log.info("batch of %d requests: %d answered, %d rejected", len(answers), len(answers) - rejected, rejected)
+        emit_request_metrics(context, self.service.model_name, self.service.version,
+                             [(a.status, a.body.get("jpeg_quality")) for a in answers])
         for idx, answer in enumerate(answers):
             context.set_response_content_type(idx, "application/json")
             if answer.status != 200:

@@ -9,7 +9,7 @@ import logging
 from http import HTTPStatus
 
 from afdserve.serving.restorer_service import RestorerService
-from afdserve.serving.torchserve_context import archive_identity, worker_device
+from afdserve.serving.torchserve_context import archive_identity, emit_request_metrics, worker_device
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class SwinIRRestorerHandler:
         replies = self.service.handle(data, headers)
         rejected = sum(r.status != 200 for r in replies)
         log.info("batch of %d requests: %d answered, %d rejected", len(replies), len(replies) - rejected, rejected)
+        emit_request_metrics(context, self.service.model_name, self.service.version,
+                             [(r.status, r.jpeg_quality) for r in replies])
         for idx, reply in enumerate(replies):
             context.set_response_content_type(idx, reply.content_type)
             if reply.status != 200:

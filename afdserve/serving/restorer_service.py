@@ -38,6 +38,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str
+    jpeg_quality: int | None = None  # of the request's file (None: PNG/WebP or an error)
 
     @classmethod
     def error(cls, status: int, message: str) -> "Reply":
@@ -100,6 +101,7 @@ class _Job:
     idx: int
     image: torch.Tensor  # 1 x 3 x H x W in [0, 1]
     out: OutputFormat
+    jpeg_quality: int | None
 
 
 def load_restorer(model_dir, settings: dict) -> torch.nn.Module:
@@ -127,10 +129,10 @@ class RestorerService:
         return cls(model, model_name, version, device,
                    max_pixels=int(settings.get("max_pixels", DEFAULT_RESTORER_MAX_PIXELS)), tiles=tiles)
 
-    def prepare(self, row, headers: dict | None) -> tuple[torch.Tensor, OutputFormat]:
+    def prepare(self, row, headers: dict | None) -> tuple[torch.Tensor, OutputFormat, int | None]:
         out = output_format(row, headers)
         decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels)
-        return to_tensor(decoded.image), out
+        return to_tensor(decoded.image), out, decoded.quality
 
     @torch.inference_mode()
     def restore_batch(self, images: list[torch.Tensor]) -> list[np.ndarray]:
@@ -160,8 +162,7 @@ class RestorerService:
         jobs: list[_Job] = []
         for idx, row in enumerate(rows):
             try:
-                image, out = self.prepare(row, headers[idx])
-                jobs.append(_Job(idx, image, out))
+                jobs.append(_Job(idx, *self.prepare(row, headers[idx])))
             except (BadRequest, ImageDecodeError) as err:
                 replies[idx] = Reply.error(err.status, str(err))
             except Exception:  # our bug, not the caller's: fail this request alone
@@ -171,5 +172,5 @@ class RestorerService:
             restored = self.restore_batch([job.image for job in jobs])
             for job, rgb in zip(jobs, restored):
                 body, content_type = encode(rgb, job.out)
-                replies[job.idx] = Reply(200, body, content_type)
+                replies[job.idx] = Reply(200, body, content_type, job.jpeg_quality)
         return replies

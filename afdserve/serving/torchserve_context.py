@@ -1,7 +1,11 @@
 """What both handlers read from TorchServe's context: where the archive was unpacked, its
 ``afdserve`` settings, the model's name and version, and the device the worker was given."""
 
+import logging
+
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def worker_device(context) -> torch.device:
@@ -22,3 +26,37 @@ def archive_identity(context) -> dict:
         "model_name": model["modelName"],
         "version": model.get("modelVersion", ""),
     }
+
+
+# Bands of the IJG quality estimated from each request's file: where the AFD module's correction
+# matters (<= 10 is heavy compression), and "not-jpeg" for PNG/WebP.
+QUALITY_BANDS = ((10, "1-10"), (30, "11-30"), (60, "31-60"), (90, "61-90"), (100, "91-100"))
+
+
+def quality_band(quality: int | None) -> str:
+    if quality is None:
+        return "not-jpeg"
+    return next(label for top, label in QUALITY_BANDS if quality <= top)
+
+
+def emit_request_metrics(context, model_name: str, version: str, outcomes) -> None:
+    """The handler's own per-version counters, from (status, jpeg_quality) per request:
+    ``RequestsByQualityBand`` for answered requests and ``RejectedInputs`` by status code, both
+    with ModelName and ModelVersion (TorchServe's own request counters have no per-version error
+    count). They reach Prometheus with ``model_metrics_auto_detect=true``. Never fails a batch."""
+    metrics = getattr(context, "metrics", None)
+    if metrics is None:
+        return
+    try:
+        from ts.metrics.dimension import Dimension
+
+        for status, quality in outcomes:
+            dims = [Dimension("ModelName", model_name), Dimension("ModelVersion", version)]
+            if status == 200:
+                metrics.add_counter("RequestsByQualityBand", 1, None,
+                                    dims + [Dimension("QualityBand", quality_band(quality)), Dimension("Level", "Model")])
+            else:
+                metrics.add_counter("RejectedInputs", 1, None,
+                                    dims + [Dimension("Status", str(status)), Dimension("Level", "Model")])
+    except Exception:  # metrics are worth less than the answers
+        log.exception("emitting request metrics failed")
