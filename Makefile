@@ -1,6 +1,6 @@
 # make serve   build what is missing and start TorchServe in the background (make stop ends it)
 # make test    run the test suite (starts and stops its own servers on free ports)
-# Needs only python3 (3.9+) and Java 11+; everything else goes into .venv.
+# Needs only python3 (3.10+) and Java 11+; everything else goes into .venv.
 
 PYTHON ?= python3
 VENV   ?= .venv

@@ -62,7 +62,11 @@ def request_bytes(row) -> bytes:
         except (binascii.Error, ValueError):
             raise BadRequest("the JSON image field is not valid base64") from None
     if isinstance(value, str):
-        raise BadRequest("the body is text, not an image: send the image file's bytes")
+        # KServe's v1 envelope hands each instance's "data" over as the base64 text itself.
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("the body is text, not an image: send the image file's bytes") from None
     if value is None:
         raise BadRequest("empty request body")
     raise BadRequest("unrecognised request body")
