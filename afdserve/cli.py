@@ -8,7 +8,8 @@ import sys
 # Modules that define ``add_commands(subparsers)``; imported lazily so ``afdserve --help`` stays
 # fast and a missing optional dependency only breaks the subcommand that needs it.
 COMMAND_MODULES = ["afdserve.archive", "afdserve.server", "afdserve.evaluation", "afdserve.bench", "afdserve.training",
-                   "afdserve.restorer_training", "afdserve.restorer_eval", "afdserve.management", "afdserve.ab"]
+                   "afdserve.restorer_training", "afdserve.restorer_eval", "afdserve.management", "afdserve.ab",
+                   "afdserve.loadtest"]
 
 
 def main(argv=None) -> int:
