@@ -164,6 +164,9 @@ def test_echo_server_auth_ready_metrics_and_clean_stop(torchserve_factory, tiny_
     r = requests.post(predict, data=b"x" * 1234, headers=server.inference_headers(), timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["length"] == 1234
+    # Bodies over max_request_size (16 MiB) are refused by the frontend before any worker sees them.
+    r = requests.post(predict, data=b"x" * (16 * 1024 * 1024 + 1), headers=server.inference_headers(), timeout=30)
+    assert r.status_code == 413
 
     # A batch of concurrent requests: each gets its own answer back.
     with ThreadPoolExecutor(8) as pool:
