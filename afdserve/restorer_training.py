@@ -321,12 +321,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patch", type=int, default=64, help="patch side, a multiple of --window (default 64)")
     g = p.add_argument_group("model")
     g.add_argument("--embed-dim", type=int, default=48)
-    g.add_argument("--depths", type=int, nargs="+", default=[4, 4, 4])
-    g.add_argument("--heads", type=int, nargs="+", default=[4, 4, 4])
+    # Two RSTBs of three Swin layers: 0.72 s per step of 8 patches on 2 CPU cores, against 1.9 s
+    # for three of four, so the default run fits in under an hour.
+    g.add_argument("--depths", type=int, nargs="+", default=[3, 3])
+    g.add_argument("--heads", type=int, nargs="+", default=[4, 4])
     g.add_argument("--window", type=int, default=8)
     g.add_argument("--mlp-ratio", type=float, default=2.0)
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=3000)
+    g.add_argument("--steps", type=int, default=4000)
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--lr", type=float, default=5e-4)
     g.add_argument("--warmup", type=int, default=100)
