@@ -120,9 +120,13 @@ def test_output_size_equals_input_size(size):
         assert model(x).shape == x.shape
 
 
-def test_too_small_input_is_refused(tiny):
-    with pytest.raises(ValueError, match="at least 4"):
-        tiny(torch.rand(1, 3, 3, 20))
+@pytest.mark.parametrize("size", [(1, 1), (3, 20), (2, 64)])
+def test_thinner_than_reflect_padding_allows_still_restores(tiny, size):
+    with torch.no_grad():
+        assert tiny(torch.rand(1, 3, *size)).shape == (1, 3, *size)
+
+
+def test_wrong_channels_refused(tiny):
     with pytest.raises(ValueError, match="N x 3 x H x W"):
         tiny(torch.rand(1, 1, 20, 20))
 

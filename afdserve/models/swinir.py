@@ -400,8 +400,11 @@ class SwinIR(nn.Module):
         """Reflect-pad bottom/right to a multiple of the window size (as the official forward)."""
         height, width = x.shape[-2:]
         if min(height, width) < self.min_input_size:
-            raise ValueError(f"SwinIR needs images of at least {self.min_input_size} pixels per side "
-                             f"(reflect padding to window {self.window_size}); got {height}x{width}")
+            # Reflect padding needs pad < size: a strip a few pixels thin (a 1x1 image, the edge
+            # tile of a 3000x2 one) first gets its edge pixels repeated up to the window.
+            x = F.pad(x, (0, max(0, self.window_size - width), 0, max(0, self.window_size - height)),
+                      mode="replicate")
+            height, width = x.shape[-2:]
         pad_h = (-height) % self.window_size
         pad_w = (-width) % self.window_size
         if pad_h or pad_w:

@@ -51,12 +51,17 @@ def request_bytes(row) -> bytes:
         if value is None:
             # Beside small option fields (the restorer's "format", "quality"), the file is the largest.
             value = max((v for v in row.values() if isinstance(v, (bytes, bytearray))), key=len, default=None)
+        if value is None and any(isinstance(v, str) and len(v) > 8 for v in row.values()):
+            # A form part sent as text/plain arrives decoded: say it is text, not "empty".
+            raise BadRequest("the uploaded file is text, not an image: send the image file's bytes")
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, dict):  # a JSON body TorchServe already parsed
         encoded = next((value[k] for k in JSON_IMAGE_KEYS if isinstance(value.get(k), str)), None)
         if encoded is None:
             raise BadRequest(f"JSON body must carry a base64-encoded image under one of {list(JSON_IMAGE_KEYS)}")
+        if encoded.startswith("data:") and ";base64," in encoded[:100]:
+            encoded = encoded.split(",", 1)[1]  # a data URL, as browsers make them
         try:
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):

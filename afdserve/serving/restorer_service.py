@@ -169,8 +169,22 @@ class RestorerService:
                 log.exception("preparing request %d failed", idx)
                 replies[idx] = Reply.error(500, "internal error while preparing the image")
         if jobs:
-            restored = self.restore_batch([job.image for job in jobs])
+            try:
+                restored = self.restore_batch([job.image for job in jobs])
+            except Exception:
+                # Our bug, not the callers': find the request it belongs to, fail it alone.
+                log.exception("restoring a batch of %d failed; retrying one by one", len(jobs))
+                restored = []
+                for job in jobs:
+                    try:
+                        restored.extend(self.restore_batch([job.image]))
+                    except Exception:
+                        log.exception("restoring request %d failed", job.idx)
+                        restored.append(None)
             for job, rgb in zip(jobs, restored):
+                if rgb is None:
+                    replies[job.idx] = Reply.error(500, "internal error while restoring the image")
+                    continue
                 body, content_type = encode(rgb, job.out)
                 replies[job.idx] = Reply(200, body, content_type, job.jpeg_quality)
         return replies
