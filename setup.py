@@ -11,7 +11,8 @@ setup(
     "(AFD feature de-drifting, SwinIR restoration)",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10"  # the served code uses X | Y annotations at run time,
+    # 3.10+: the served code evaluates X | Y annotations at run time.
+    python_requires=">=3.10",
     packages=find_packages(include=["afdserve", "afdserve.*"]) + ["afdserve.handlers"],
     # handlers/ sits at the top of the repository and installs as afdserve.handlers.
     package_dir={"afdserve.handlers": "handlers"},

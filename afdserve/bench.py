@@ -1,31 +1,52 @@
-"""Per-image latency of the built archives, in-process and through a real TorchServe, in one run
-on the same machine. A script that prints figures, not a timed test.
+"""``afdserve bench``: where a served classifier's time goes, in one run on one machine.
 
-``afdserve bench --model-store model_store``
+For each model archive:
+- the model alone (batch 1 and the served batch size), on prepared inputs;
+- the full in-process path (decode + DCT + resize + model + JSON) through the same
+  ``ClassifierService`` the handler runs, with the CPU time per image split by stage, for image
+  sizes from a small web image to a 12-megapixel photo;
+- the same archive through a real TorchServe at several client concurrencies: throughput and
+  p50/p95/p99 latency.
+
+It reports the ratio of the best served throughput to the in-process full path (batches of the
+served size), the share of CPU time outside the model, and writes bench.md, bench.json and
+bench.png. A script that prints figures, not a timed test.
 """
+
+from __future__ import annotations
 
 import io
 import json
+import os
 import platform
-import statistics
 import tempfile
+import threading
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 import torch
+import yaml
 from PIL import Image
 
+from afdserve.ab_stats import latency_summary
 from afdserve.evaluation import service_from_archive
+from afdserve.imaging.decode import decode_image
+from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
 from afdserve.manifest import served_archives
 from afdserve.server import LocalTorchServe, free_ports
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.properties"
+STAGES = ("decode", "resize", "dct", "model", "serialize")
+# (label, width, height): ImageNet's typical 500x375 web photo, smaller and larger ones.
+SIZES = (("320x240", 320, 240), ("500x375", 500, 375), ("1600x1200", 1600, 1200), ("4000x3000", 4000, 3000))
+TYPICAL = "500x375"
 
 
-def typical_jpeg(width: int = 500, height: int = 375, quality: int = 75) -> bytes:
-    """A typical web photo: scikit-image's coffee photo at ImageNet's usual 500x375."""
+def photo_jpeg(width: int, height: int, quality: int = 75) -> bytes:
+    """scikit-image's coffee photo resized to width x height, as a Pillow JPEG."""
     from skimage import data
 
     out = io.BytesIO()
@@ -34,87 +55,221 @@ def typical_jpeg(width: int = 500, height: int = 375, quality: int = 75) -> byte
     return out.getvalue()
 
 
-def percentiles(ms: list[float]) -> dict:
-    ordered = sorted(ms)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": statistics.median(ordered), "p95": pick(0.95), "mean": statistics.fmean(ordered)}
+def _cpu_ms(fn, *args):
+    """(result, CPU milliseconds of this process, all threads) of one call."""
+    t0 = time.process_time()
+    result = fn(*args)
+    return result, 1000 * (time.process_time() - t0)
 
 
-def time_calls(call, n: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        times.append(1000 * (time.perf_counter() - t0))
-    return times
+def stage_profile(service, body: bytes, repeats: int) -> dict:
+    """Mean CPU ms per image of each stage of the served path, one request at a time."""
+    totals = dict.fromkeys(STAGES, 0.0)
+    afd = service.model.afd
+    for round_ in range(repeats + 1):  # the first round warms caches and is dropped
+        decoded, decode_ms = _cpu_ms(decode_image, body, service.max_pixels)
+        image, resize_ms = _cpu_ms(image_tensor, decoded.image)
+        dct, dct_ms = _cpu_ms(dct_tensor, decoded) if afd is not None else (None, 0.0)
+        probs, model_ms = _cpu_ms(service.predict, [ModelInput(image, dct, decoded.quality)])
+        _, serialize_ms = _cpu_ms(lambda: json.dumps(service.answer(probs[0], decoded.quality)))
+        if round_ == 0:
+            continue
+        for stage, ms in zip(STAGES, (decode_ms, resize_ms, dct_ms, model_ms, serialize_ms)):
+            totals[stage] += ms / repeats
+    total = sum(totals.values())
+    return {"cpu_ms": totals, "cpu_ms_total": total,
+            "share_outside_model": (total - totals["model"]) / total if total else None}
 
 
-def bench_in_process(mar: Path, body: bytes, n: int) -> dict:
+def _wall_ms_per_image(fn, images_per_call: int, repeats: int) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return 1000 * (time.perf_counter() - t0) / (repeats * images_per_call)
+
+
+def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         service = service_from_archive(mar, Path(tmp))
-        single = percentiles(time_calls(lambda: service.handle([body]), n))
-        batch = percentiles(time_calls(lambda: service.handle([body] * 8), max(3, n // 8)))
-    return {"batch1_ms": single, "batch8_ms_per_image": {k: v / 8 for k, v in batch.items()}}
+        typical = bodies[TYPICAL]
+        decoded = decode_image(typical)
+        afd = service.model.afd
+        inp = ModelInput(image_tensor(decoded.image), dct_tensor(decoded) if afd is not None else None,
+                         decoded.quality)
+        out = {
+            "model_only_ms_per_image": {
+                "batch_1": _wall_ms_per_image(lambda: service.predict([inp]), 1, repeats),
+                f"batch_{batch}": _wall_ms_per_image(lambda: service.predict([inp] * batch), batch,
+                                                     max(2, repeats // batch)),
+            },
+            "full_path_ms_per_image": {
+                "batch_1": _wall_ms_per_image(lambda: service.handle([typical]), 1, repeats),
+                f"batch_{batch}": _wall_ms_per_image(lambda: service.handle([typical] * batch), batch,
+                                                     max(2, repeats // batch)),
+            },
+            # 12-megapixel photos take seconds each: fewer rounds.
+            "stages_by_size": {label: stage_profile(service, body, repeats if label != SIZES[-1][0] else 2)
+                               for label, body in bodies.items()},
+        }
+    out["full_path_images_per_s"] = 1000 / out["full_path_ms_per_image"][f"batch_{batch}"]
+    return out
 
 
-def bench_served(server: LocalTorchServe, model: str, body: bytes, n: int, concurrency: int) -> dict:
+def served(server: LocalTorchServe, model: str, body: bytes, concurrencies, requests_per_level: int) -> dict:
     url = f"{server.inference_url}/predictions/{model}"
     headers = server.inference_headers()
-    session = requests.Session()
+    local = threading.local()
 
-    def call(s=session):
-        response = s.put(url, data=body, headers=headers, timeout=60)
-        response.raise_for_status()
+    def call(_):
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        t0 = time.perf_counter()
+        r = session.put(url, data=body, headers=headers, timeout=120)
+        return r.status_code, time.perf_counter() - t0
 
-    sequential = percentiles(time_calls(call, n))
-    total = n * 2
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda _: call(requests), range(total)))
-    throughput = total / (time.perf_counter() - t0)
-    return {"sequential_ms": sequential, f"throughput_at_{concurrency}_clients": throughput}
+    for _ in range(4):  # warm-up
+        call(None)
+    levels = {}
+    for c in concurrencies:
+        n = max(requests_per_level, 4 * c)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(c) as pool:
+            results = list(pool.map(call, range(n)))
+        wall = time.perf_counter() - t0
+        ok = [s for code, s in results if code == 200]
+        levels[str(c)] = {"requests": n, "errors": n - len(ok), "throughput_rps": len(ok) / wall,
+                          "latency_ms": latency_summary(ok)}
+    best = max(levels.values(), key=lambda v: v["throughput_rps"])
+    return {"by_concurrency": levels, "best_throughput_rps": best["throughput_rps"]}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Serving benchmark ({report['machine']})", "",
+             f"torch {report['torch']}, {report['threads']} intra-op threads in-process; served: the archives' "
+             f"model-config (batch {report['batch']}), TorchServe {report['torchserve']}.", "",
+             "| model | model alone b1 / b%d ms/img | full path b1 / b%d ms/img | served best img/s (clients) "
+             "| served / in-process | p50 / p95 / p99 ms at best | CPU outside the model (500x375) |"
+             % (report["batch"], report["batch"]), "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in report["models"].items():
+        ip, sv = r["in_process"], r["served"]
+        b = f"batch_{report['batch']}"
+        best_c, best = max(sv["by_concurrency"].items(), key=lambda kv: kv[1]["throughput_rps"])
+        lat = best["latency_ms"]
+        lines.append(
+            f"| {name} | {ip['model_only_ms_per_image']['batch_1']:.1f} / {ip['model_only_ms_per_image'][b]:.1f} "
+            f"| {ip['full_path_ms_per_image']['batch_1']:.1f} / {ip['full_path_ms_per_image'][b]:.1f} "
+            f"| {best['throughput_rps']:.1f} ({best_c}) | {100 * r['served_vs_in_process']:.0f}% "
+            f"| {lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} "
+            f"| {100 * ip['stages_by_size'][TYPICAL]['share_outside_model']:.0f}% |")
+    lines += ["", "CPU ms per image by stage (one request at a time; all threads of the process):", "",
+              "| model | image | " + " | ".join(STAGES) + " | total | outside the model |",
+              "| --- | --- | " + " | ".join("---" for _ in STAGES) + " | --- | --- |"]
+    for name, r in report["models"].items():
+        for size, st in r["in_process"]["stages_by_size"].items():
+            lines.append(f"| {name} | {size} | " + " | ".join(f"{st['cpu_ms'][s]:.1f}" for s in STAGES)
+                         + f" | {st['cpu_ms_total']:.1f} | {100 * st['share_outside_model']:.0f}% |")
+    lines += ["", "Throughput through TorchServe by client concurrency (img/s; p95 ms):", "",
+              "| model | " + " | ".join(report["concurrencies_label"]) + " |",
+              "| --- | " + " | ".join("---" for _ in report["concurrencies_label"]) + " |"]
+    for name, r in report["models"].items():
+        cells = [f"{v['throughput_rps']:.1f}; {v['latency_ms']['p95']:.0f}" for v in r["served"]["by_concurrency"].values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    names = list(report["models"])
+    if "afd_classifier" in names and "lite0_baseline" in names:
+        ratio = (report["models"]["lite0_baseline"]["served"]["best_throughput_rps"]
+                 / report["models"]["afd_classifier"]["served"]["best_throughput_rps"])
+        lines += ["", f"Served throughput of lite0_baseline / afd_classifier: {ratio:.2f}x."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    names = list(report["models"])
+    sizes = [label for label, _, _ in SIZES]
+    width = 0.8 / len(names)
+    for m, name in enumerate(names):
+        stages = report["models"][name]["in_process"]["stages_by_size"]
+        bottom = [0.0] * len(sizes)
+        for s, stage in enumerate(STAGES):
+            values = [stages[size]["cpu_ms"][stage] for size in sizes]
+            axes[0].bar([i + m * width for i in range(len(sizes))], values, width, bottom=bottom,
+                        color=f"C{s}", label=stage if m == 0 else None, edgecolor="black", linewidth=0.3)
+            bottom = [b + v for b, v in zip(bottom, values)]
+    axes[0].set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(sizes))], sizes)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("CPU ms per image (log)")
+    axes[0].set_title("stages by image size (bars: " + ", ".join(names) + ")", fontsize=9)
+    axes[0].legend(fontsize=8)
+    for name in names:
+        levels = report["models"][name]["served"]["by_concurrency"]
+        axes[1].plot([int(c) for c in levels], [v["throughput_rps"] for v in levels.values()], "o-", label=name)
+        axes[1].axhline(report["models"][name]["in_process"]["full_path_images_per_s"], ls="--", lw=0.8,
+                        color=axes[1].lines[-1].get_color())
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xlabel("client concurrency")
+    axes[1].set_ylabel("images/s through TorchServe (dashed: in-process)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(report["machine"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def cmd_bench(args) -> int:
-    body = typical_jpeg()
+    import torchserve
+
     torch.set_num_threads(args.threads)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
-              "image": "500x375 JPEG q75", "models": {}}
     models = {m: served_archives(args.model_store, m)[:1] for m in args.models.split(",")}
-    for model, mar in models.items():
-        report["models"][model] = {"in_process": bench_in_process(args.model_store / mar[0], body, args.requests)}
-        print(model, "in-process:", json.dumps(report["models"][model]["in_process"]), flush=True)
+    missing = [m for m, files in models.items() if not files]
+    if missing:
+        raise SystemExit(f"no archive for {', '.join(missing)} in {args.model_store}: afdserve build")
+    bodies = {label: photo_jpeg(w, h) for label, w, h in SIZES}
+    first = args.model_store / next(iter(models.values()))[0]
+    with zipfile.ZipFile(first) as z:
+        batch = int(yaml.safe_load(z.read("model-config.yaml"))["batchSize"])
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "torch": torch.__version__, "torchserve": getattr(torchserve, "__version__", "?"),
+              "threads": torch.get_num_threads(), "batch": batch, "concurrencies_label": [str(c) for c in concurrencies],
+              "models": {}}
+    for model, files in models.items():
+        report["models"][model] = {"archive": files[0],
+                                   "in_process": in_process(args.model_store / files[0], bodies, batch, args.repeats)}
+        print(model, "in-process done", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         with LocalTorchServe(args.model_store, models, Path(tmp), config_file=REPO_CONFIG,
                              ports=tuple(free_ports(3)), tmpdir=Path(tmp) / "tmp") as server:
             report["startup_seconds"] = server.startup_seconds
             for model in models:
-                served = bench_served(server, model, body, args.requests, args.concurrency)
-                report["models"][model]["torchserve"] = served
-                print(model, "TorchServe:", json.dumps(served), flush=True)
-    print(f"\nTorchServe start-up to every model READY: {report['startup_seconds']:.1f} s")
-    print("| model | in-process batch 1 p50 | in-process batch 8, per image | TorchServe sequential p50 "
-          f"| TorchServe throughput, {args.concurrency} clients |")
-    print("| --- | --- | --- | --- | --- |")
-    for model, r in report["models"].items():
-        served = r["torchserve"]
-        print(f"| {model} | {r['in_process']['batch1_ms']['p50']:.1f} ms "
-              f"| {r['in_process']['batch8_ms_per_image']['p50']:.1f} ms "
-              f"| {served['sequential_ms']['p50']:.1f} ms "
-              f"| {served[f'throughput_at_{args.concurrency}_clients']:.1f} img/s |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+                report["models"][model]["served"] = served(server, model, bodies[TYPICAL], concurrencies,
+                                                           args.requests)
+                print(model, "served done", flush=True)
+    for r in report["models"].values():
+        r["served_vs_in_process"] = r["served"]["best_throughput_rps"] / r["in_process"]["full_path_images_per_s"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    (args.out / "bench.md").write_text(text)
+    plot(report, args.out / "bench.png")
+    print(text)
+    print(f"TorchServe start-up to every model READY: {report['startup_seconds']:.1f} s")
+    print(f"wrote {args.out}/bench.md, bench.json, bench.png")
     return 0
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="per-image latency in-process and through TorchServe")
+    p = subparsers.add_parser("bench", help="where the serving time goes: in-process by stage and through TorchServe")
     p.add_argument("--model-store", type=Path, default=Path("model_store"))
     p.add_argument("--models", default="afd_classifier,lite0_baseline")
-    p.add_argument("--requests", type=int, default=40, help="timed requests per measurement")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--requests", type=int, default=48, help="requests per concurrency level (default: %(default)s)")
+    p.add_argument("--concurrency", default="1,2,4,8,16", help="client concurrencies (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=16, help="timed repetitions in-process (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the in-process runs")
-    p.add_argument("--json", help="also write the report here")
+    p.add_argument("--out", type=Path, default=Path("results") / "bench")
     p.set_defaults(func=cmd_bench)
