@@ -91,7 +91,8 @@ def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255).unsqueeze(0)
+    # A copy: the decoded array may be a read-only view (torch warns on those).
+    return torch.from_numpy(np.array(array.transpose(2, 0, 1), order="C")).float().div_(255).unsqueeze(0)
 
 
 def to_uint8(restored: torch.Tensor) -> np.ndarray:
