@@ -222,7 +222,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def cmd_bench(args) -> int:
-    import torchserve
+    from importlib.metadata import version
 
     torch.set_num_threads(args.threads)
     models = {m: served_archives(args.model_store, m)[:1] for m in args.models.split(",")}
@@ -235,7 +235,7 @@ def cmd_bench(args) -> int:
         batch = int(yaml.safe_load(z.read("model-config.yaml"))["batchSize"])
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "torch": torch.__version__, "torchserve": getattr(torchserve, "__version__", "?"),
+              "torch": torch.__version__, "torchserve": version("torchserve"),
               "threads": torch.get_num_threads(), "batch": batch, "concurrencies_label": [str(c) for c in concurrencies],
               "models": {}}
     for model, files in models.items():

@@ -1,7 +1,7 @@
 """Accuracy on labelled images, computed in-process through the serving code path.
 
 Two uses:
-- ``afdserve evaluate --archive model_store/afd_classifier.mar --quality original,10``: built
+- ``afdserve evaluate --archive model_store/afd_classifier.1.0.mar --quality original,10``: built
   archives, through the same ``ClassifierService`` the handler runs.
 - ``afdserve evaluate --run runs/afd-v1``: a trained AFD module against the plain backbone on the
   run's validation images (never trained on), at many JPEG qualities under two protocols, with

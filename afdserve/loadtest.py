@@ -139,7 +139,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Load test: {report['target']}", "",
              f"- {report['clients']} clients for {report['duration_s']} s: {report['requests']} requests, "
              f"{report['answered_200']} answered 200, {report['throughput_rps']} req/s",
-             f"- latency (200s): p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms",
+             "- latency (200s): " + ", ".join(f"{k} {lat[k]:.0f} ms" if lat[k] is not None else f"{k} -"
+                                              for k in ("p50", "p95", "p99")),
              f"- answers belonging to another request: {report['mismatched_count']}",
              f"- served after the load: {'yes' if report['recovered'] else 'NO'}"]
     if "kill" in report:
@@ -148,7 +149,7 @@ def markdown(report: dict) -> str:
                      f"answered again {k['recovered_after_s']} s after the kill")
     if report["non_200"]:
         lines += ["", "| status | count | error |", "| --- | --- | --- |"]
-        lines += [f"| {f['status']} | {f['count']} | {(f['error'] or '').replace('|', '/')[:120]} |"
+        lines += [f"| {f['status']} | {f['count']} | {' '.join((f['error'] or '').split()).replace('|', '/')[:120]} |"
                   for f in report["non_200"]]
     return "\n".join(lines) + "\n"
 
@@ -167,8 +168,9 @@ def cmd_loadtest(args) -> int:
     report = run_load(client, target, args.clients, args.duration, args.kill_worker_after, management_url,
                       management_headers)
     print(markdown(report))
-    if args.json:
+    if args.json:  # and the Markdown beside it
         Path(args.json).write_text(json.dumps(report, indent=2))
+        Path(args.json).with_suffix(".md").write_text(markdown(report))
     return 0 if report["recovered"] and not report["mismatched_count"] else 1
 
 
