@@ -37,7 +37,7 @@ from tqdm import tqdm
 import afdserve
 from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder
 from afdserve.imaging.decode import decode_image
-from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs
+from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir_checkpoint
 from afdserve.restoration import TileSpec, restore
 from afdserve.restoration_metrics import psnr
 from afdserve.training import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
@@ -178,6 +178,9 @@ def run(args) -> dict | None:
 
     config = compact_config(args)
     model = SwinIR(config).to(device)
+    if args.init_weights is not None:
+        # Fine-tuning: start from a trained restorer of the same architecture.
+        model.load_state_dict(load_swinir_checkpoint(args.init_weights, config).state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
 
@@ -333,6 +336,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=5e-4)
     g.add_argument("--warmup", type=int, default=100)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--init-weights", type=Path, default=None,
+                   help="start from these SwinIR weights (same architecture) instead of a fresh model")
     g = p.add_argument_group("run")
     g.add_argument("--name", default="compact")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/restorer-<name>)")
