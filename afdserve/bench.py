@@ -20,18 +20,17 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
 import torch
 import yaml
 from PIL import Image
 
 from afdserve.ab_stats import latency_summary
+from afdserve.client import Target, TorchServeClient
 from afdserve.evaluation import service_from_archive
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
@@ -117,16 +116,12 @@ def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int) ->
 
 
 def served(server: LocalTorchServe, model: str, body: bytes, concurrencies, requests_per_level: int) -> dict:
-    url = f"{server.inference_url}/predictions/{model}"
-    headers = server.inference_headers()
-    local = threading.local()
+    client = TorchServeClient(server.inference_url, key_file=server.key_file, timeout=120)
+    target = Target(model)
 
     def call(_):
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
-        t0 = time.perf_counter()
-        r = session.put(url, data=body, headers=headers, timeout=120)
-        return r.status_code, time.perf_counter() - t0
+        outcome = client.predict(target, body)
+        return outcome.status, outcome.latency_s
 
     for _ in range(4):  # warm-up
         call(None)

@@ -23,11 +23,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
 from PIL import Image
 
 from afdserve.ab_stats import latency_summary
 from afdserve.client import Target, TorchServeClient
+from afdserve.management import Management
+from afdserve.server import LocalTorchServe
 
 # The photos scikit-image ships (its data module needs no download for these).
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -48,16 +49,9 @@ def tagged_bodies(count: int = 16) -> dict[int, bytes]:
     return bodies
 
 
-def worker_pids(management_url: str, headers: dict, target: Target) -> list[int]:
-    path = f"{target.model}/{target.version}" if target.version else target.model
-    r = requests.get(f"{management_url}/models/{path}", headers=headers, timeout=10)
-    r.raise_for_status()
-    return [int(w["pid"]) for v in r.json() for w in v.get("workers", []) if w.get("pid")]
-
-
 def run_load(client: TorchServeClient, target: Target, clients: int, duration_s: float,
-             kill_after_s: float | None = None, management_url: str | None = None,
-             management_headers: dict | None = None, bodies: dict[int, bytes] | None = None) -> dict:
+             kill_after_s: float | None = None, management: Management | None = None,
+             bodies: dict[int, bytes] | None = None) -> dict:
     bodies = bodies or tagged_bodies()
     # What each body gets alone, before any load: the reference for correlating answers.
     expected = {}
@@ -75,7 +69,7 @@ def run_load(client: TorchServeClient, target: Target, clients: int, duration_s:
 
     def killer():
         time.sleep(kill_after_s)
-        pids = worker_pids(management_url, management_headers, target)
+        pids = management.worker_pids(target.model, target.version)
         if pids:
             os.kill(pids[0], signal.SIGKILL)
             kill.update(pid=pids[0], at=time.monotonic() - start)
@@ -155,18 +149,15 @@ def markdown(report: dict) -> str:
 
 
 def cmd_loadtest(args) -> int:
-    from afdserve.server import LocalTorchServe
-
     target = Target.parse(args.target)
     client = TorchServeClient(args.url, key_file=args.key_file, timeout=args.timeout)
-    management_headers = management_url = None
+    management = None
     if args.kill_worker_after is not None:
         # The management side of the server started from this directory (its key file).
         server = LocalTorchServe("model_store", {}, workdir=Path(args.key_file).resolve().parent,
                                  config_file=args.config, foreground=False)
-        management_url, management_headers = server.management_url, server.management_headers()
-    report = run_load(client, target, args.clients, args.duration, args.kill_worker_after, management_url,
-                      management_headers)
+        management = Management.for_server(server)
+    report = run_load(client, target, args.clients, args.duration, args.kill_worker_after, management)
     print(markdown(report))
     if args.json:  # and the Markdown beside it
         Path(args.json).write_text(json.dumps(report, indent=2))

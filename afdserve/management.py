@@ -78,6 +78,11 @@ class Management:
                          "batch_size": v.get("batchSize"), "status": status})
         return rows
 
+    def worker_pids(self, name: str, version: str | None = None) -> list[int]:
+        """Process ids of the workers of NAME (its default version when ``version`` is None)."""
+        path = f"/models/{name}/{version}" if version else f"/models/{name}"
+        return [int(w["pid"]) for v in self._json("GET", path) for w in v.get("workers", []) if w.get("pid")]
+
     def set_default(self, name: str, version: str) -> None:
         """Make ``version`` the default; a retired one (no workers) gets its worker back first,
         so the default always serves."""

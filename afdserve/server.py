@@ -244,8 +244,6 @@ class LocalTorchServe:
     tmpdir: when given, TEMP and TMPDIR for the server (PID file, worker sockets, unpacked
         archives), so several servers can run at once; None inherits the environment's.
     log_config: log4j2 file; default log4j2.xml next to config_file, if there is one.
-    verify_archives: refuse to start unless every archive matches its manifest
-        (``afdserve.manifest``); only tests of the server itself turn it off.
     """
 
     def __init__(
@@ -259,7 +257,6 @@ class LocalTorchServe:
         extra_config: dict | None = None,
         tmpdir=None,
         log_config=None,
-        verify_archives: bool = True,
     ):
         self.model_store = Path(model_store).resolve()
         self.models = {name: [files] if isinstance(files, (str, Path)) else list(files)
@@ -277,7 +274,6 @@ class LocalTorchServe:
             log_config = sibling if sibling.is_file() else None
         self.log_config = Path(log_config).resolve() if log_config is not None else None
         self.log_dir = self.workdir / "logs"
-        self.verify_archives = verify_archives
         self.startup_seconds: float | None = None
 
         self._launcher: subprocess.Popen | None = None
@@ -446,12 +442,12 @@ class LocalTorchServe:
                 "missing model archive(s): %s; build them with `afdserve build` (or `make build`)"
                 % ", ".join(str(p) for p in missing)
             )
-        if self.verify_archives:
-            for _, path in self.archives():
-                try:
-                    verify_archive(path)
-                except ArchiveVerificationError as err:
-                    raise TorchServeError(str(err)) from None
+        # Every archive must match its manifest (afdserve.manifest): what is served is what was built.
+        for _, path in self.archives():
+            try:
+                verify_archive(path)
+            except ArchiveVerificationError as err:
+                raise TorchServeError(str(err)) from None
         check_java()
         torchserve = find_torchserve()
         config = self.config_path
