@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from afdserve.imaging.dct import ZIGZAG_ORDER, block_dct, dct_matrix, image_dct, rgb_to_ycbcr
+from afdserve.imaging.dct import ZIGZAG_ORDER, block_dct, dct_matrix, image_dct, pooled_block_dct, rgb_to_ycbcr
 from afdserve.imaging.decode import decode_image
 from images import encode, photo
 
@@ -150,3 +150,23 @@ def test_image_dct_uses_ycbcr_and_grid():
     rotated = decode_image(encode(src, quality=90, exif=exif))
     assert rotated.grid_offset == (4, 3)
     assert image_dct(rotated).shape == (192, 38, 57)
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (5, 300), (375, 500), (231, 229), (30, 17), (224, 224), (1003, 77)])
+@pytest.mark.parametrize("offset", [(0, 0), (3, 5), (7, 1)])
+def test_pooled_block_dct_is_the_pooled_transform_of_every_block(h, w, offset):
+    # The fast path averages blocks before one transform per bin; by linearity it must equal
+    # transforming every block and pooling, including bins that overlap or repeat.
+    pixels = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    planes = rgb_to_ycbcr(torch.from_numpy(pixels).permute(2, 0, 1).double())
+    want = torch.nn.functional.adaptive_avg_pool2d(block_dct(planes, offset), 28)
+    got = pooled_block_dct(pixels, offset, 28)
+    assert got.shape == (192, 28, 28)
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=0)
+
+
+def test_pooled_block_dct_refuses_what_is_not_uint8_rgb():
+    with pytest.raises(ValueError):
+        pooled_block_dct(np.zeros((8, 8, 3), dtype=np.float32), (0, 0), 28)
+    with pytest.raises(ValueError):
+        pooled_block_dct(np.zeros((0, 8, 3), dtype=np.uint8), (0, 0), 28)

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from afdserve.imaging.dct import block_dct, rgb_to_ycbcr
+from afdserve.imaging.dct import block_dct, pooled_block_dct, rgb_to_ycbcr
 from afdserve.imaging.decode import DecodedImage
 
 RESIZE_SHORTER = 256
@@ -66,12 +65,10 @@ def dct_tensor(decoded: DecodedImage) -> torch.Tensor:
     top = max(0, dy + BLOCK * math.floor((y0 - dy) / BLOCK))
     right = min(image.width, dx + BLOCK * math.ceil((x1 - dx) / BLOCK))
     bottom = min(image.height, dy + BLOCK * math.ceil((y1 - dy) / BLOCK))
-    region = np.array(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))), dtype=np.uint8)
-    rgb = torch.from_numpy(region).permute(2, 0, 1).float()
+    region = np.asarray(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))))
     offset = ((dy - top) % BLOCK, (dx - left) % BLOCK)
-    coeffs = block_dct(rgb_to_ycbcr(rgb), grid_offset=offset)
-    # Average blocks into the input's 1/8 geometry (or repeat them, for images smaller than that).
-    return F.adaptive_avg_pool2d(coeffs, DCT_SIZE)
+    # Blocks averaged into the input's 1/8 geometry (or repeated, for images smaller than that).
+    return pooled_block_dct(region, offset, DCT_SIZE)
 
 
 def resized_dct_tensor(image: torch.Tensor) -> torch.Tensor:
