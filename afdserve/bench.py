@@ -32,7 +32,6 @@ from PIL import Image
 from afdserve.ab_stats import latency_summary
 from afdserve.client import Target, TorchServeClient
 from afdserve.evaluation import service_from_archive
-from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
 from afdserve.manifest import served_archives
 from afdserve.server import LocalTorchServe, free_ports
@@ -66,7 +65,7 @@ def stage_profile(service, body: bytes, repeats: int) -> dict:
     totals = dict.fromkeys(STAGES, 0.0)
     afd = service.model.afd
     for round_ in range(repeats + 1):  # the first round warms caches and is dropped
-        decoded, decode_ms = _cpu_ms(decode_image, body, service.max_pixels)
+        decoded, decode_ms = _cpu_ms(service.decode, body)
         image, resize_ms = _cpu_ms(image_tensor, decoded.image)
         dct, dct_ms = _cpu_ms(dct_tensor, decoded) if afd is not None else (None, 0.0)
         probs, model_ms = _cpu_ms(service.predict, [ModelInput(image, dct, decoded.quality)])
@@ -92,7 +91,7 @@ def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int) ->
     with tempfile.TemporaryDirectory() as tmp:
         service = service_from_archive(mar, Path(tmp))
         typical = bodies[TYPICAL]
-        decoded = decode_image(typical)
+        decoded = service.decode(typical)
         afd = service.model.afd
         inp = ModelInput(image_tensor(decoded.image), dct_tensor(decoded) if afd is not None else None,
                          decoded.quality)

@@ -457,3 +457,34 @@ def test_mutated_files_never_raise_anything_else(seed, edits, cut):
     else:
         assert out.image.mode == "RGB"
         out.image.tobytes()
+
+
+# --- reduced-size decode ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("min_side, reduction", [(512, 2), (256, 4), (100, 8), (2000, 1)])
+def test_reduced_decode_keeps_the_shorter_side(min_side, reduction):
+    big = photo("coffee").resize((2400, 1600))  # coffee is 600x400
+    full = decode_image(encode(big, quality=90))
+    out = decode_image(encode(big, quality=90), min_shorter_side=min_side)
+    assert out.reduction == reduction
+    assert out.image.size == (2400 // reduction, 1600 // reduction)
+    assert min(out.image.size) >= min(min_side, 1600)
+    assert out.quality == full.quality == 90
+    assert mean_abs_diff(out.image, full.image.resize(out.image.size, Image.Resampling.BOX)) < 3
+
+
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_reduced_decode_is_upright(orientation):
+    upright = photo("chelsea").resize((902, 1202))  # portrait once upright
+    data = encode(stored_for_orientation(upright, orientation), quality=95, exif=exif_orientation(orientation))
+    out = decode_image(data, min_shorter_side=300)
+    assert out.reduction == 2 and out.image.size == (451, 601)
+    assert mean_abs_diff(out.image, upright.resize((451, 601), Image.Resampling.BOX)) < 4
+
+
+def test_reduced_decode_leaves_other_formats_whole():
+    big = photo("coffee").resize((1200, 800))
+    for fmt in ("PNG", "WEBP"):
+        out = decode_image(encode(big, fmt), min_shorter_side=200)
+        assert out.reduction == 1 and out.image.size == (1200, 800)

@@ -173,6 +173,16 @@ def test_each_case_alone(services, handler, case):
     check_answer(handler, case, status, content_type, body)
 
 
+def test_whole_corpus_through_the_reduced_decode_of_the_plain_backbone(classifier):
+    """lite0_baseline decodes large JPEGs at reduced scale: a different decoder path, same statuses."""
+    from afdserve.models.classifier import build_classifier, fuse_for_deployment
+
+    baseline = ClassifierService(fuse_for_deployment(build_classifier(None, pretrained=True)), classifier.labels,
+                                 "lite0_baseline", "1.0")
+    answers = baseline.handle([torchserve_row(case) for case in CASES])
+    assert [a.status for a in answers] == [case.expected["classifier"] for case in CASES]
+
+
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_whole_corpus_as_one_batch(services, handler):
     """Bad requests fail alone: in one batch every case gets the status it gets alone."""

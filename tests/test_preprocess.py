@@ -67,3 +67,11 @@ def test_collate_treats_non_jpegs_as_quality_100():
     assert batch["image"].shape == (2, 3, INPUT_SIZE, INPUT_SIZE)
     assert batch["quality"].tolist() == [100.0, 10.0]
     assert collate([prepare(decode_image(encoded(data.chelsea(), quality=10)), with_dct=False)])["dct"] is None
+
+
+def test_the_drift_map_refuses_a_reduced_decode():
+    decoded = decode_image(encoded(np.array(Image.fromarray(data.coffee()).resize((1200, 800)))),
+                           min_shorter_side=256)
+    assert decoded.reduction == 2
+    with pytest.raises(ValueError, match="full-size decode"):
+        dct_tensor(decoded)

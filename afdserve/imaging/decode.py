@@ -79,12 +79,18 @@ class DecodedImage:
     quantization: dict[int, list[int]] | None  # 64 values per table, natural row-major 8x8; None if not JPEG
     quality: int | None  # estimated IJG quality 1..100; None if not JPEG
     grid_offset: tuple[int, int]  # (dy, dx): where the file's 8x8 block grid starts in the upright image
+    # 1, or 2/4/8 when the decoder scaled the image down (``min_shorter_side``): then ``image``'s
+    # pixels no longer sit on the file's 8x8 grid and carry no block DCT to compute.
+    reduction: int = 1
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 min_shorter_side: int | None = None) -> DecodedImage:
     """Decode a JPEG, PNG or WebP request body into an upright RGB image.
 
     Images over ``max_pixels`` are refused from their header, before any pixel memory is allocated.
+    With ``min_shorter_side``, a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
+    far less work than decoding every pixel) as long as its shorter side stays at least that long.
     """
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty request body")
@@ -125,7 +131,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
         except ValueError:  # tables that are not 64 entries: say nothing rather than guess
             quantization = quality = None
 
+    stored_w, stored_h = im.size
+    reduction = 1
     try:
+        if min_shorter_side and fmt == "JPEG":
+            # Pillow picks the largest scale that keeps both sides >= the requested size.
+            im.draft(None, (min_shorter_side, min_shorter_side))
+            reduction = max(1, round(stored_w / im.size[0]))
         im.load()
         orientation = _exif_orientation(im)
         rgb = _to_rgb(im)
@@ -138,10 +150,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     except Exception as e:  # OSError (truncated), SyntaxError, ValueError, struct.error, EOFError, ...
         raise ImageDecodeError(f"truncated or corrupt {fmt}: {e}") from None
 
-    stored_w, stored_h = im.size
     grid_offset = jpeg_grid_offset(orientation, stored_w, stored_h) if fmt == "JPEG" else (0, 0)
     return DecodedImage(
-        image=rgb, format=fmt, quantization=quantization, quality=quality, grid_offset=grid_offset
+        image=rgb, format=fmt, quantization=quantization, quality=quality, grid_offset=grid_offset,
+        reduction=reduction,
     )
 
 

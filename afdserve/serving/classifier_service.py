@@ -16,8 +16,8 @@ from PIL import Image
 
 import torch
 
-from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-from afdserve.imaging.preprocess import ModelInput, collate, prepare
+from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image
+from afdserve.imaging.preprocess import REDUCED_DECODE_SHORTER_SIDE, ModelInput, collate, prepare
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import AFDClassifier, load_deployed
 
@@ -116,8 +116,15 @@ class ClassifierService:
                    max_pixels=int(settings.get("max_pixels", max_pixels)),
                    top_k=int(settings.get("top_k", 5)), restorer=restorer, tiles=tiles)
 
+    def decode(self, body: bytes) -> DecodedImage:
+        # Only the plain backbone can take a reduced decode: the drift map and the restorer both
+        # need every pixel.
+        full_size = self.model.afd is not None or self.restorer is not None
+        return decode_image(body, max_pixels=self.max_pixels,
+                            min_shorter_side=None if full_size else REDUCED_DECODE_SHORTER_SIDE)
+
     def prepare(self, row) -> ModelInput:
-        decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels)
+        decoded = self.decode(request_bytes(row))
         if self.restorer is not None:
             from afdserve.restoration import restore
 
