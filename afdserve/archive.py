@@ -24,6 +24,7 @@ import afdserve
 from afdserve.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
+from afdserve.serving.classifier_service import PRECISIONS
 
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
 # handlers/ installs as afdserve.handlers; find its folder without importing the handlers.
@@ -31,15 +32,46 @@ HANDLERS_DIR = Path(importlib.util.find_spec("afdserve.handlers").submodule_sear
 # The library parts a handler imports at serve time; the CLI, server and builder stay out.
 SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data", "restoration.py"]
 
-# What TorchServe's frontend reads from model-config.yaml. Two cores serve two models, so one
-# worker each; batches of up to 8 gathered for at most 10 ms.
-FRONTEND_CONFIG = {
-    "minWorkers": 1,
-    "maxWorkers": 1,
-    "batchSize": 8,
-    "maxBatchDelay": 10,
-    "responseTimeout": 60,
-}
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """How TorchServe runs an archive's workers, written into its model-config.yaml: the
+    frontend's keys, and the worker's torch threads and precision in the ``afdserve`` section."""
+
+    workers: int = 1
+    batch_size: int = 8
+    max_batch_delay_ms: int = 10
+    threads: int | None = None  # torch intra-op threads per worker; None: torch's default (all cores)
+    cpu_precision: str = "float32"
+    gpu_precision: str = "float16"
+    response_timeout_s: int = 60
+    reason: str = ""  # why these values: measured figures, kept in the archive beside them
+
+    def __post_init__(self):
+        for precision in (self.cpu_precision, self.gpu_precision):
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+        threads_bad = self.threads is not None and self.threads < 1
+        if self.workers < 1 or self.batch_size < 1 or self.max_batch_delay_ms < 0 or threads_bad:
+            raise ValueError(f"workers, batch size and threads must be positive, the delay not negative: {self}")
+
+    def frontend(self) -> dict:
+        return {"minWorkers": self.workers, "maxWorkers": self.workers, "batchSize": self.batch_size,
+                "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s}
+
+    def settings(self) -> dict:
+        return {"threads": self.threads, "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
+                "serving_reason": self.reason}
+
+
+# The classifiers' serving settings (scripts/sweep_serving.py measures the alternatives).
+CLASSIFIER_SERVING = ServingConfig(
+    reason="batches of up to 8 gathered for at most 10 ms; one worker with every core")
+# The restorer's: one worker, small batches (an image is 10-1000x the classifier's work) and a
+# response timeout that covers the largest image the pixel limit admits.
+RESTORER_SERVING = ServingConfig(
+    batch_size=4, response_timeout_s=300, gpu_precision="float32",
+    reason="an image is 10-1000x a classification: small batches, a timeout for the largest image")
 
 
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
@@ -78,6 +110,7 @@ class ClassifierArchive:
     # A restorer release (see release_files) that every image goes through before the
     # classifier: restore-then-classify in one archive.
     restorer_release: str | Path | None = None
+    serving: ServingConfig = CLASSIFIER_SERVING
 
     def afd_config(self) -> AFDConfig | None:
         if self.afd_release is None:
@@ -100,7 +133,7 @@ CLASSIFIERS = {
         "lite0_baseline", "1.0", None, description="EfficientNet-Lite0, ImageNet weights, no AFD"),
     "restore_classify": ClassifierArchive(
         "restore_classify", "1.0", None, restorer_release="swinir_compact_v1",
-        description="the compact SwinIR restorer, then EfficientNet-Lite0 without AFD"),
+        description="the compact SwinIR restorer, then EfficientNet-Lite0 without AFD", serving=RESTORER_SERVING),
 }
 
 
@@ -114,6 +147,7 @@ class RestorerArchive:
     tile_size: int | None = None  # default TileSpec's
     tile_overlap: int | None = None
     max_pixels: int | None = None  # default DEFAULT_RESTORER_MAX_PIXELS
+    serving: ServingConfig = RESTORER_SERVING
 
 
 RESTORERS = {
@@ -122,9 +156,6 @@ RESTORERS = {
         description="compact SwinIR trained by afdserve train-restorer (swinir_compact_v1)"),
 }
 
-# The restorer's frontend settings: one worker, small batches (an image is 10-1000x the
-# classifier's work) and a response timeout that covers the largest image the pixel limit admits.
-RESTORER_FRONTEND_CONFIG = {**FRONTEND_CONFIG, "batchSize": 4, "maxBatchDelay": 10, "responseTimeout": 300}
 
 
 def archive_path(model_store: Path, name: str, version: str | None = None) -> Path:
@@ -178,12 +209,13 @@ def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
     return state, {"weights": file_name, "swinir": model.config.to_record(), "tiles": {}}
 
 
-def _archive(name: str, version: str, handler: str, staging: Path, frontend: dict, settings: dict,
+def _archive(name: str, version: str, handler: str, staging: Path, serving: ServingConfig, settings: dict,
              model_store: Path, record: dict | None) -> Path:
     """torch-model-archiver over a staging folder holding model.pt and extras/, and the
     archive's manifest beside it."""
     model_store.mkdir(parents=True, exist_ok=True)
-    config = {**frontend, "afdserve": {"model": name, **settings, "library_version": afdserve.__version__}}
+    config = {**serving.frontend(), "afdserve": {"model": name, **settings, **serving.settings(),
+                                                 "library_version": afdserve.__version__}}
     (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = staging / "out"
     out.mkdir()
@@ -226,14 +258,12 @@ def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path
             "afd": afd_config.to_dict() if afd_config else None,
             "afd_release": None if spec.afd_release is None else str(spec.afd_release),
         }
-        frontend = FRONTEND_CONFIG
         if spec.restorer_release is not None:
             state, settings["restorer"] = restorer_settings(release_files(spec.restorer_release)[0],
                                                             "restorer.pt")
             settings["restorer_release"] = str(spec.restorer_release)
             torch.save(state, staging / "extras" / "restorer.pt")
-            frontend = RESTORER_FRONTEND_CONFIG
-        return _archive(spec.name, spec.version, spec.handler, staging, frontend, settings,
+        return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
                         Path(model_store), spec.record())
 
 
@@ -247,8 +277,8 @@ def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
                              if v is not None}
         if spec.max_pixels is not None:
             settings["max_pixels"] = spec.max_pixels
-        return _archive(spec.name, spec.version, spec.handler, staging, RESTORER_FRONTEND_CONFIG,
-                        settings, Path(model_store), read_record(Path(spec.weights).with_suffix(".json")))
+        return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
+                        Path(model_store), read_record(Path(spec.weights).with_suffix(".json")))
 
 
 def variant(name: str, version: str | None = None, weights: str | Path | None = None):

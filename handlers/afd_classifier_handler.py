@@ -9,7 +9,8 @@ import logging
 from http import HTTPStatus
 
 from afdserve.serving.classifier_service import ClassifierService
-from afdserve.serving.torchserve_context import archive_identity, emit_request_metrics, worker_device
+from afdserve.serving.torchserve_context import (apply_worker_threads, archive_identity, emit_request_metrics,
+                                                  worker_device)
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,11 @@ class AFDClassifierHandler:
 
     def initialize(self, context):
         device = worker_device(context)
-        self.service = ClassifierService.from_model_dir(**archive_identity(context), device=device)
-        log.info("%s %s ready on %s", self.service.model_name, self.service.version, device)
+        identity = archive_identity(context)
+        threads = apply_worker_threads(identity["settings"])
+        self.service = ClassifierService.from_model_dir(**identity, device=device)
+        log.info("%s %s ready on %s with %d torch threads", self.service.model_name, self.service.version,
+                 device, threads)
 
     def handle(self, data, context):
         answers = self.service.handle(data)

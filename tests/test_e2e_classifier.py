@@ -125,8 +125,16 @@ def test_every_model_is_ready_with_its_version(server):
         described = requests.get(f"{server.management_url}/models/{model}",
                                  headers=server.management_headers(), timeout=10).json()[0]
         assert described["modelVersion"] == spec.version
-        assert described["batchSize"] == 8
+        assert described["batchSize"] == spec.serving.batch_size
+        assert described["maxBatchDelay"] == spec.serving.max_batch_delay_ms
+        assert len(described["workers"]) == spec.serving.workers
         assert all(w["status"] == "READY" for w in described["workers"])
+    # Each worker set the torch threads its archive asks for (or kept torch's default).
+    log = (server.workdir / "logs" / "model_log.log").read_text()
+    for model, spec in SPECS.items():
+        threads = re.findall(rf"{model} {re.escape(spec.version)} ready on cpu with (\d+) torch threads", log)
+        assert threads, model
+        assert spec.serving.threads is None or {int(t) for t in threads} == {spec.serving.threads}, threads
 
 
 def test_multipart_and_json_base64_bodies(server, in_process):

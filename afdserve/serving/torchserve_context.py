@@ -16,6 +16,16 @@ def worker_device(context) -> torch.device:
     return torch.device("cpu")
 
 
+def apply_worker_threads(settings: dict) -> int:
+    """Set this worker's torch intra-op threads from the archive's ``threads`` setting (none:
+    torch's default, one per core); returns the count in force. Threads are per process, and
+    TorchServe runs one process per worker, so workers x threads is what shares the cores."""
+    threads = settings.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
 def archive_identity(context) -> dict:
     """Keyword arguments of the services' ``from_model_dir``: model_dir, settings, model_name,
     version."""

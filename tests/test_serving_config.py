@@ -1,0 +1,58 @@
+"""Serving settings an archive carries (workers, threads, batching, precision) and how a worker
+applies them."""
+
+import pytest
+import torch
+from skimage import data
+
+from afdserve.archive import CLASSIFIERS, RESTORERS, ServingConfig
+from afdserve.models.classifier import build_classifier, fuse_for_deployment
+from afdserve.serving.classifier_service import ClassifierService
+from afdserve.serving.torchserve_context import apply_worker_threads
+from images import encode
+from PIL import Image
+
+
+def test_frontend_keys_and_worker_settings():
+    config = ServingConfig(workers=2, threads=1, batch_size=4, max_batch_delay_ms=5, cpu_precision="bfloat16",
+                           reason="measured")
+    assert config.frontend() == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5,
+                                 "responseTimeout": 60}
+    assert config.settings() == {"threads": 1, "precision": {"cpu": "bfloat16", "cuda": "float16"},
+                                 "serving_reason": "measured"}
+
+
+@pytest.mark.parametrize("bad", [{"cpu_precision": "int8"}, {"workers": 0}, {"batch_size": 0},
+                                 {"max_batch_delay_ms": -1}, {"threads": 0}])
+def test_bad_settings_are_refused_at_build_time(bad):
+    with pytest.raises(ValueError):
+        ServingConfig(**bad)
+
+
+def test_every_release_says_why_it_serves_as_it_does():
+    for spec in {**CLASSIFIERS, **RESTORERS}.values():
+        assert spec.serving.reason
+
+
+def test_worker_threads_follow_the_archive():
+    before = torch.get_num_threads()
+    try:
+        assert apply_worker_threads({"threads": 1}) == 1 == torch.get_num_threads()
+        assert apply_worker_threads({}) == 1  # no setting: left as it is
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_reduced_precision_gives_the_float32_answer(precision):
+    model = fuse_for_deployment(build_classifier(None, pretrained=True))
+    labels = {str(i): [f"n{i:08d}", f"class {i}"] for i in range(1000)}
+    full = ClassifierService(model, labels, "lite0_baseline", "1.0")
+    reduced = ClassifierService(fuse_for_deployment(build_classifier(None, pretrained=True)), labels,
+                                "lite0_baseline", "1.0", precision=precision)
+    body = encode(Image.fromarray(data.chelsea()), quality=75)
+    inputs = [full.prepare(body)]
+    want, got = full.predict(inputs), reduced.predict(inputs)
+    assert got.dtype == torch.float32 and next(reduced.model.parameters()).dtype != torch.float32
+    assert got.argmax() == want.argmax()
+    assert (got - want).abs().max() < 0.05
