@@ -9,6 +9,7 @@ import logging
 from http import HTTPStatus
 
 from afdserve.serving.classifier_service import ClassifierService
+from afdserve.serving.allocator import keep_freed_memory
 from afdserve.serving.torchserve_context import (apply_worker_threads, archive_identity, emit_request_metrics,
                                                   worker_device)
 
@@ -20,6 +21,7 @@ class AFDClassifierHandler:
         self.service = None
 
     def initialize(self, context):
+        keep_freed_memory()
         device = worker_device(context)
         identity = archive_identity(context)
         threads = apply_worker_threads(identity["settings"])

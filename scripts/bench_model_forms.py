@@ -17,6 +17,7 @@ import torch
 
 from afdserve.archive import CLASSIFIERS
 from afdserve.bench import photo_jpeg
+from afdserve.serving.allocator import keep_freed_memory
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--models", default="afd_classifier,lite0_baseline")
     parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args()
+    keep_freed_memory()  # as the served workers do
     item = prepare(decode_image(photo_jpeg(500, 375)))
     print("| model | form | b1, 1 thread | b8, 1 thread | b1, 2 threads | b8, 2 threads | max prob diff |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -40,7 +40,7 @@ def sweep_one(model: str, setting: tuple, body: bytes, concurrencies, requests: 
     with tempfile.TemporaryDirectory() as tmp:
         with LocalTorchServe(store, {model: archive.name}, Path(tmp), config_file=REPO_CONFIG,
                              ports=tuple(free_ports(3)), tmpdir=Path(tmp) / "tmp") as server:
-            result = served(server, model, body, concurrencies, requests)
+            result = served(server, [model], body, concurrencies, requests, rounds=1)[model]
     archive.unlink()
     return result
 
