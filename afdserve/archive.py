@@ -318,6 +318,20 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
     return dataclasses.replace(spec, **changes)
 
 
+# ServingConfig fields `afdserve build` takes as --flags (dashes for underscores).
+SERVING_FLAGS = ("workers", "threads", "batch_size", "max_batch_delay_ms", "cpu_precision", "gpu_precision")
+
+
+def with_serving(spec, **overrides):
+    """``spec`` with some of its ServingConfig replaced (None: keep the release's value); the
+    archive's recorded reason then says the values were chosen by hand."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if not changes:
+        return spec
+    reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())
+    return dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, reason=reason, **changes))
+
+
 def build_spec(spec, model_store: Path) -> Path:
     if isinstance(spec, RestorerArchive):
         return build_restorer_archive(spec, model_store)
@@ -344,6 +358,7 @@ def cmd_build(args) -> int:
     for name in names:
         try:
             spec = variant(name, args.version, args.weights)
+            spec = with_serving(spec, **{key: getattr(args, key) for key in SERVING_FLAGS})
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -377,4 +392,13 @@ def add_commands(subparsers) -> None:
                        help="same as --models swinir_restorer --weights PATH (official SwinIR "
                             "checkpoints load: params / params_ema / bare state dict)")
     build.add_argument("--swinir-version", default="2.0", help="version for --swinir-weights (default 2.0)")
+    serving = build.add_argument_group(
+        "serving settings", "written into the archive's model-config.yaml (default: the release's, measured "
+        "on a 2-core machine: scripts/sweep_serving.py)")
+    serving.add_argument("--workers", type=int, help="worker processes")
+    serving.add_argument("--threads", type=int, help="torch intra-op threads per worker (default: one per core)")
+    serving.add_argument("--batch-size", type=int, help="largest batch TorchServe gathers")
+    serving.add_argument("--max-batch-delay-ms", type=int, help="longest wait to fill a batch")
+    serving.add_argument("--cpu-precision", choices=sorted(PRECISIONS), help="model precision on CPU workers")
+    serving.add_argument("--gpu-precision", choices=sorted(PRECISIONS), help="model precision on GPU workers")
     build.set_defaults(func=cmd_build)

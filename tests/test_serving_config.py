@@ -66,3 +66,25 @@ def test_allocator_keeps_freed_memory_on_glibc():
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("the thresholds are glibc's")
     assert keep_freed_memory() and keep_freed_memory()  # and a second call is harmless
+
+
+def test_build_takes_serving_settings(tmp_path, capsys):
+    import zipfile
+
+    import yaml
+
+    from afdserve.cli import main
+
+    assert main(["build", "--models", "lite0_baseline", "--version", "0.1", "--model-store", str(tmp_path),
+                 "--workers", "2", "--threads", "1", "--batch-size", "2", "--max-batch-delay-ms", "3",
+                 "--cpu-precision", "bfloat16"]) == 0
+    with zipfile.ZipFile(tmp_path / "lite0_baseline.0.1.mar") as z:
+        config = yaml.safe_load(z.read("model-config.yaml"))
+    assert (config["minWorkers"], config["maxWorkers"], config["batchSize"], config["maxBatchDelay"]) == (2, 2, 2, 3)
+    assert config["afdserve"]["threads"] == 1
+    assert config["afdserve"]["precision"] == {"cpu": "bfloat16", "cuda": "float16"}
+    assert "set at build time" in config["afdserve"]["serving_reason"]
+    # A bad value is refused with a message, not a traceback.
+    assert main(["build", "--models", "lite0_baseline", "--version", "0.2", "--model-store", str(tmp_path),
+                 "--batch-size", "0"]) == 2
+    assert "batch size" in capsys.readouterr().err
