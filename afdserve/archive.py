@@ -67,10 +67,10 @@ class ServingConfig:
 # The classifiers' serving settings, chosen by scripts/sweep_serving.py (results/bench/sweep.md).
 CLASSIFIER_SERVING = ServingConfig(
     batch_size=4, max_batch_delay_ms=5,
-    reason="best served throughput of 7 settings on 2 cores (2026-11-23, 500x375 JPEG): one worker "
-           "with every core, batches of up to 4 within 5 ms gave afd_classifier 86 img/s and "
-           "lite0_baseline 125 img/s; batch 8/10 ms gave 61 and 117, no batching 45 and 71, two "
-           "one-thread workers at most 82 and 102")
+    reason="best served throughput of 7 settings on 2 cores (scripts/sweep_serving.py, 500x375 JPEG, "
+           "2026-11-23): one worker with every core taking batches of up to 4 within 5 ms served "
+           "afd_classifier 91 img/s and lite0_baseline 110; two one-thread workers 86 and 110, "
+           "batch 8 within 10 ms 72 and 101, no batching 58 and 60")
 # The restorer's: one worker, small batches (an image is 10-1000x the classifier's work) and a
 # response timeout that covers the largest image the pixel limit admits.
 RESTORER_SERVING = ServingConfig(
