@@ -267,7 +267,8 @@ def cmd_bench(args) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "torch": torch.__version__, "torchserve": version("torchserve"),
-              "threads": torch.get_num_threads(), "batch": batch, "rounds": args.rounds, "concurrencies_label": [str(c) for c in concurrencies],
+              "threads": torch.get_num_threads(), "batch": batch, "rounds": args.rounds,
+              "concurrencies_label": [str(c) for c in concurrencies],
               "models": {}}
     for model, files in models.items():
         report["models"][model] = {"archive": files[0],

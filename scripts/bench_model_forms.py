@@ -17,10 +17,10 @@ import torch
 
 from afdserve.archive import CLASSIFIERS
 from afdserve.bench import photo_jpeg
-from afdserve.serving.allocator import keep_freed_memory
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
+from afdserve.serving.allocator import keep_freed_memory
 
 
 def training_form(name: str) -> torch.nn.Module:
@@ -43,31 +43,24 @@ class Positional(torch.nn.Module):
 
 
 def forms(name: str, example: tuple) -> dict:
+    """Each form as a module called with (image, dct, quality)."""
     train = training_form(name)
     fused = fuse_for_deployment(copy.deepcopy(train))
-    out = {"training form": train, "fused (shipped)": fused}
-    out["fused, channels-last"] = copy.deepcopy(fused).to(memory_format=torch.channels_last)
+    out = {"training form": Positional(train), "fused, contiguous": Positional(fused)}
+    out["fused, channels-last (served)"] = Positional(copy.deepcopy(fused).to(memory_format=torch.channels_last))
     with torch.inference_mode():
         out["TorchScript (trace + freeze)"] = torch.jit.freeze(torch.jit.trace(Positional(fused).eval(), example))
     out["torch.compile (inductor)"] = torch.compile(Positional(copy.deepcopy(fused)).eval(), dynamic=False)
     return out
 
 
-def call(model, batch):
-    image, dct, quality = batch
-    if isinstance(model, torch.nn.Module) and not isinstance(model, (Positional, torch.jit.ScriptModule)) \
-            and not hasattr(model, "_orig_mod"):
-        return model(image, dct if model.afd is not None else None, quality)
-    return model(image, dct, quality)
-
-
 @torch.inference_mode()
 def ms_per_image(model, batch, repeats: int) -> float:
     for _ in range(3):
-        call(model, batch)
+        model(*batch)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        call(model, batch)
+        model(*batch)
     return 1000 * (time.perf_counter() - t0) / (repeats * batch[0].shape[0])
 
 
@@ -97,7 +90,7 @@ def main() -> None:
                         batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
                     cells.append(ms_per_image(model, batch, max(4, args.repeats // n)))
             with torch.inference_mode():
-                probs = call(model, batches[1]).softmax(-1)
+                probs = model(*batches[1]).softmax(-1)
             reference = probs if reference is None else reference
             diff = (probs - reference).abs().max().item()
             print(f"| {name} | {form} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {diff:.1e} |", flush=True)

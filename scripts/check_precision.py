@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from afdserve.evaluation import DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities, service_from_archive
+from afdserve.evaluation import (DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities,
+                                 service_from_archive)
 from afdserve.serving.allocator import keep_freed_memory
 from afdserve.manifest import served_archives
 from afdserve.serving.classifier_service import ClassifierService

@@ -66,7 +66,8 @@ def main() -> None:
                 levels = result["by_concurrency"]
                 best_c, best = max(levels.items(), key=lambda kv: kv[1]["throughput_rps"])
                 workers, threads, batch, delay = setting
-                row = (f"| {model} | {workers} x {threads} | {batch} | {delay} | {best['throughput_rps']:.1f} ({best_c}) "
+                row = (f"| {model} | {workers} x {threads} | {batch} | {delay} "
+                       f"| {best['throughput_rps']:.1f} ({best_c}) "
                        f"| {best['latency_ms']['p50']:.0f} / {best['latency_ms']['p95']:.0f} "
                        f"| {levels[str(concurrencies[0])]['latency_ms']['p50']:.0f} |")
                 rows.append(row)

@@ -54,12 +54,14 @@ ZIGZAG_ORDER: torch.Tensor = _zigzag_order()
 """(64,) long: position k in zig-zag order -> natural row-major index."""
 
 
-def _zigzag_basis(device, dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def _zigzag_basis(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(64, 1, 8, 8) DCT basis images in zig-zag order: filter k at (y, x) is D[u, y] * D[v, x],
-    so correlating a block with it gives coefficient (u, v) of ``D X D^T``."""
+    so correlating a block with it gives coefficient (u, v) of ``D X D^T`` (cached: do not mutate)."""
     d = _dct_matrix64(BLOCK)
     basis = torch.einsum("uy,vx->uvyx", d, d).reshape(BLOCK * BLOCK, BLOCK, BLOCK)[ZIGZAG_ORDER]
     return basis.unsqueeze(1).to(device=device, dtype=dtype)
+
 
 # JFIF (ITU-T T.871) full-range RGB -> YCbCr; chroma is offset by 128 below.
 _YCBCR_MATRIX = torch.tensor(
@@ -163,13 +165,15 @@ def pooled_block_dct(pixels: np.ndarray, grid_offset: tuple[int, int], size: int
     # these few blocks a thread pool (torch's or BLAS's) spin-waits for longer than the arithmetic.
     r, g, b = blocks[..., 0], blocks[..., 1], blocks[..., 2]
     m, offset = _YCBCR_MATRIX.tolist(), _YCBCR_OFFSET.tolist()
-    planes = np.stack([(m[c][0] * r + m[c][1] * g + m[c][2] * b + (offset[c] - 128.0)) / 128.0 for c in range(3)])
+    planes = np.stack([(m[c][0] * r + m[c][1] * g + m[c][2] * b + (offset[c] - 128.0)) / 128.0
+                       for c in range(3)])
     # (3, block row, y, block column, x) -> (3, block row, block column, y, x), then D X D^T per
     # block as a stack of 8x8 products (numpy does these itself, not through threaded BLAS).
     d = _DCT_MATRIX32
     coeffs = d @ np.ascontiguousarray(planes.transpose(0, 1, 3, 2, 4)) @ d.T
     zigzag = coeffs.reshape(3, size, size, BLOCK * BLOCK)[..., _ZIGZAG_NP]
-    return torch.from_numpy(np.ascontiguousarray(zigzag.transpose(0, 3, 1, 2)).reshape(3 * BLOCK * BLOCK, size, size))
+    out = np.ascontiguousarray(zigzag.transpose(0, 3, 1, 2))  # (plane, coefficient, row, column)
+    return torch.from_numpy(out).reshape(3 * BLOCK * BLOCK, size, size)
 
 
 def _adaptive_bins(n: int, size: int) -> list[tuple[int, int]]:

@@ -86,10 +86,10 @@ class ClassifierService:
     def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5,
                  restorer: torch.nn.Module | None = None, tiles=None, precision: str = "float32"):
-        # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.3-1.7x faster in
-        # it on CPU (scripts/bench_model_forms.py), with the same probabilities to 1e-6.
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
+        # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.2-1.7x faster in
+        # it on CPU (scripts/bench_model_forms.py), with the same probabilities to 1e-6.
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
         self.labels = labels
         self.model_name = model_name
