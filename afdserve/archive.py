@@ -328,6 +328,8 @@ def with_serving(spec, **overrides):
     changes = {k: v for k, v in overrides.items() if v is not None}
     if not changes:
         return spec
+    if isinstance(spec, RestorerArchive) and {"cpu_precision", "gpu_precision"} & set(changes):
+        raise ValueError("the restorer runs in float32: precision flags apply to the classifiers")
     reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())
     return dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, reason=reason, **changes))
 

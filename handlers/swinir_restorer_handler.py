@@ -9,9 +9,7 @@ import logging
 from http import HTTPStatus
 
 from afdserve.serving.restorer_service import RestorerService
-from afdserve.serving.allocator import keep_freed_memory
-from afdserve.serving.torchserve_context import (apply_worker_threads, archive_identity, emit_request_metrics,
-                                                  worker_device)
+from afdserve.serving.torchserve_context import emit_request_metrics, start_service
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +26,7 @@ class SwinIRRestorerHandler:
         self.service = None
 
     def initialize(self, context):
-        keep_freed_memory()
-        device = worker_device(context)
-        identity = archive_identity(context)
-        threads = apply_worker_threads(identity["settings"])
-        self.service = RestorerService.from_model_dir(**identity, device=device)
-        log.info("%s %s ready on %s with %d torch threads", self.service.model_name, self.service.version,
-                 device, threads)
+        self.service = start_service(RestorerService, context)
 
     def handle(self, data, context):
         headers = [_request_headers(context, idx) for idx in range(len(data))]

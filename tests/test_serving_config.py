@@ -88,3 +88,11 @@ def test_build_takes_serving_settings(tmp_path, capsys):
     assert main(["build", "--models", "lite0_baseline", "--version", "0.2", "--model-store", str(tmp_path),
                  "--batch-size", "0"]) == 2
     assert "batch size" in capsys.readouterr().err
+
+
+def test_precision_flags_are_refused_for_the_restorer(tmp_path, capsys):
+    from afdserve.cli import main
+
+    assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
+                 "--gpu-precision", "float16"]) == 2
+    assert "float32" in capsys.readouterr().err

@@ -1,9 +1,12 @@
-"""What both handlers read from TorchServe's context: where the archive was unpacked, its
-``afdserve`` settings, the model's name and version, and the device the worker was given."""
+"""What both handlers read from TorchServe's context (where the archive was unpacked, its
+``afdserve`` settings, the model's name and version, the device the worker was given) and how
+they start a worker on it (``start_service``)."""
 
 import logging
 
 import torch
+
+from afdserve.serving.allocator import keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,18 @@ def apply_worker_threads(settings: dict) -> int:
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
+
+
+def start_service(service_class, context):
+    """What both handlers' ``initialize`` does: set up this worker process (allocator, threads)
+    and load the archive's service on the worker's device."""
+    keep_freed_memory()
+    device = worker_device(context)
+    identity = archive_identity(context)
+    threads = apply_worker_threads(identity["settings"])
+    service = service_class.from_model_dir(**identity, device=device)
+    log.info("%s %s ready on %s with %d torch threads", service.model_name, service.version, device, threads)
+    return service
 
 
 def archive_identity(context) -> dict:
