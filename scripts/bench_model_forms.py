@@ -20,7 +20,7 @@ from afdserve.bench import photo_jpeg
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
-from afdserve.serving.allocator import keep_freed_memory
+from afdserve.serving.worker_process import prepare_worker_process
 
 
 def training_form(name: str) -> torch.nn.Module:
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--models", default="afd_classifier,lite0_baseline")
     parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args()
-    keep_freed_memory()  # as the served workers do
+    prepare_worker_process()  # as the served workers do
     item = prepare(decode_image(photo_jpeg(500, 375)))
     print("| model | form | b1, 1 thread | b8, 1 thread | b1, 2 threads | b8, 2 threads | max prob diff |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from afdserve.evaluation import (DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities,
                                  service_from_archive)
-from afdserve.serving.allocator import keep_freed_memory
+from afdserve.serving.worker_process import prepare_worker_process
 from afdserve.manifest import served_archives
 from afdserve.serving.classifier_service import ClassifierService
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    keep_freed_memory()  # as the served workers do
+    prepare_worker_process()  # as the served workers do
     torch.set_num_threads(args.threads)
     images = load_labelled_folder(args.data)[: args.limit]
     print(f"{len(images)} images, batch {BATCH}, {args.threads} threads")

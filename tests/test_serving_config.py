@@ -68,6 +68,18 @@ def test_allocator_keeps_freed_memory_on_glibc():
     assert keep_freed_memory() and keep_freed_memory()  # and a second call is harmless
 
 
+def test_worker_process_runs_numpy_blas_on_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from afdserve.serving.worker_process import single_threaded_blas
+
+    torch_threads = torch.get_num_threads()
+    assert single_threaded_blas()
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert blas and all(lib["num_threads"] == 1 for lib in blas)
+    assert torch.get_num_threads() == torch_threads  # the model's pool is torch's, left alone
+
+
 def test_build_takes_serving_settings(tmp_path, capsys):
     import zipfile
 

@@ -120,8 +120,14 @@ def block_dct(planes: torch.Tensor, grid_offset: tuple[int, int] = (0, 0)) -> to
     return out.reshape(*lead, c * BLOCK * BLOCK, hb, wb)
 
 
-_DCT_MATRIX32 = _dct_matrix64(BLOCK).numpy().astype(np.float32)
-_ZIGZAG_NP = ZIGZAG_ORDER.numpy()
+# Each zig-zag coefficient as a row over a block's 64 pixels (k, y * 8 + x), and JFIF's colour
+# matrix with the level shift's 1/128 folded in: the pooled transform below is two small products.
+_ZIGZAG_KERNEL = torch.einsum("uy,vx->uvyx", _dct_matrix64(BLOCK), _dct_matrix64(BLOCK)).reshape(
+    BLOCK * BLOCK, BLOCK * BLOCK)[ZIGZAG_ORDER].numpy().astype(np.float32)
+_YCBCR_SCALED = (_YCBCR_MATRIX.numpy() / 128.0).astype(np.float32)
+# (v - 128) / 128 of a flat block only moves its DC coefficient, by 8 x the plane's mean shift:
+# 8 * (0 - 128) / 128 for Y, and 0 for Cb and Cr, whose +128 offset cancels the level shift.
+_LUMA_DC_SHIFT = 8.0 * (0.0 - 128.0) / 128.0
 
 
 def pooled_block_dct(pixels: np.ndarray, grid_offset: tuple[int, int], size: int) -> torch.Tensor:
@@ -148,32 +154,27 @@ def pooled_block_dct(pixels: np.ndarray, grid_offset: tuple[int, int], size: int
         pixels = np.pad(pixels, ((top, bottom), (left, right), (0, 0)), mode="edge")
     hb, wb = pixels.shape[0] // BLOCK, pixels.shape[1] // BLOCK
 
-    # Rows first, one bin of block rows at a time: (size, 8, W, 3) mean rows of each bin.
+    # Rows first, one bin of block rows at a time: (size, 8, W, 3) summed rows of each bin.
+    row_bins = _adaptive_bins(hb, size)
     rows = np.empty((size, BLOCK, pixels.shape[1], 3), dtype=np.float32)
-    for i, (start, end) in enumerate(_adaptive_bins(hb, size)):
+    for i, (start, end) in enumerate(row_bins):
         strip = pixels[start * BLOCK:end * BLOCK].reshape(end - start, BLOCK, -1, 3)
         # add.reduce into float32 is several times faster than .mean(dtype=float32) on uint8.
         np.add.reduce(strip, axis=0, dtype=np.float32, out=rows[i])
-        rows[i] /= end - start
-    # Then columns, on the small array: (size, 8, wb, 8, 3) -> (size, 8, size, 8, 3).
-    cols = rows.reshape(size, BLOCK, wb, BLOCK, 3)
-    blocks = np.empty((size, BLOCK, size, BLOCK, 3), dtype=np.float32)
+    # Then the column bins' means, as one product with the (size, wb) averaging matrix (a loop of
+    # reductions over the middle axis took longer than everything else here together).
+    column_means = np.zeros((size, wb), dtype=np.float32)
     for j, (start, end) in enumerate(_adaptive_bins(wb, size)):
-        np.add.reduce(cols[:, :, start:end], axis=2, out=blocks[:, :, j])
-        blocks[:, :, j] /= end - start
-    # YCbCr, level shift and the transform of each mean block, in numpy and single-threaded: on
-    # these few blocks a thread pool (torch's or BLAS's) spin-waits for longer than the arithmetic.
-    r, g, b = blocks[..., 0], blocks[..., 1], blocks[..., 2]
-    m, offset = _YCBCR_MATRIX.tolist(), _YCBCR_OFFSET.tolist()
-    planes = np.stack([(m[c][0] * r + m[c][1] * g + m[c][2] * b + (offset[c] - 128.0)) / 128.0
-                       for c in range(3)])
-    # (3, block row, y, block column, x) -> (3, block row, block column, y, x), then D X D^T per
-    # block as a stack of 8x8 products (numpy does these itself, not through threaded BLAS).
-    d = _DCT_MATRIX32
-    coeffs = d @ np.ascontiguousarray(planes.transpose(0, 1, 3, 2, 4)) @ d.T
-    zigzag = coeffs.reshape(3, size, size, BLOCK * BLOCK)[..., _ZIGZAG_NP]
-    out = np.ascontiguousarray(zigzag.transpose(0, 3, 1, 2))  # (plane, coefficient, row, column)
-    return torch.from_numpy(out).reshape(3 * BLOCK * BLOCK, size, size)
+        column_means[j, start:end] = 1.0 / (end - start)
+    sums = np.tensordot(column_means, rows.reshape(size * BLOCK, wb, BLOCK * 3), axes=([1], [1]))
+    # (column bin, row bin, y, x, colour) -> (colour, y * 8 + x, row bin * size + column bin)
+    blocks = sums.reshape(size, size, BLOCK * BLOCK, 3).transpose(3, 2, 1, 0)
+    coeffs = np.matmul(_ZIGZAG_KERNEL, np.ascontiguousarray(blocks).reshape(3, BLOCK * BLOCK, size * size))
+    coeffs *= np.repeat(1.0 / np.array([end - start for start, end in row_bins], dtype=np.float32), size)
+    # The transform acts within each plane and the colour matrix across planes, so they commute.
+    ycbcr = _YCBCR_SCALED @ coeffs.reshape(3, -1)  # (plane, coefficient * row * column)
+    ycbcr[0, :size * size] += _LUMA_DC_SHIFT
+    return torch.from_numpy(ycbcr).reshape(3 * BLOCK * BLOCK, size, size)
 
 
 def _adaptive_bins(n: int, size: int) -> list[tuple[int, int]]:

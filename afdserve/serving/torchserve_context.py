@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from afdserve.serving.allocator import keep_freed_memory
+from afdserve.serving.worker_process import prepare_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ def apply_worker_threads(settings: dict) -> int:
 
 
 def start_service(service_class, context):
-    """What both handlers' ``initialize`` does: set up this worker process (allocator, threads)
+    """What both handlers' ``initialize`` does: set up this worker process (allocator, BLAS and torch threads)
     and load the archive's service on the worker's device."""
-    keep_freed_memory()
+    prepare_worker_process()
     device = worker_device(context)
     identity = archive_identity(context)
     threads = apply_worker_threads(identity["settings"])
