@@ -9,6 +9,7 @@ import binascii
 import dataclasses
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,7 @@ class ClassifierService:
         self.top_k = top_k
         self.restorer = restorer.to(device).eval() if restorer is not None else None
         self.tiles = tiles
+        self._prepare_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_model_dir(cls, model_dir, settings: dict, model_name: str, version: str,
@@ -170,18 +172,33 @@ class ClassifierService:
 
     def handle(self, rows: list) -> list[Answer]:
         """Answer every request of a batch; a bad one gets its own 4xx, the others 200."""
-        answers: list[Answer | None] = [None] * len(rows)
-        good: list[tuple[int, ModelInput]] = []
-        for idx, row in enumerate(rows):
-            try:
-                good.append((idx, self.prepare(row)))
-            except (BadRequest, ImageDecodeError) as err:
-                answers[idx] = Answer(err.status, {"error": str(err)})
-            except Exception:  # our bug, not the caller's: fail this request alone
-                log.exception("preparing request %d failed", idx)
-                answers[idx] = Answer(500, {"error": "internal error while preparing the image"})
+        prepared = self._prepare_all(rows)
+        good = [(idx, inp) for idx, inp in enumerate(prepared) if isinstance(inp, ModelInput)]
+        answers: list = prepared
         if good:
             probabilities = self.predict([inp for _, inp in good])
             for (idx, inp), probs in zip(good, probabilities):
                 answers[idx] = Answer(200, self.answer(probs, inp.quality))
         return answers
+
+    def _prepare_all(self, rows: list) -> list:
+        """Each row's ModelInput, or the Answer that refuses it. The images of a batch are prepared
+        side by side on the cores the model is about to use: decoding, resizing and the DCT are
+        Pillow and numpy, which release the GIL (in-process, a batch of four 500x375 JPEGs:
+        1.9 -> 1.3 ms per image for AFD, 1.1 -> 0.7 for the baseline). The restorer is torch
+        already running on every core, so restore-then-classify prepares one image at a time."""
+        threads = torch.get_num_threads()
+        if len(rows) < 2 or threads < 2 or self.restorer is not None:
+            return [self._prepare_or_refuse(idx, row) for idx, row in enumerate(rows)]
+        if self._prepare_pool is None:
+            self._prepare_pool = ThreadPoolExecutor(threads, thread_name_prefix="prepare")
+        return list(self._prepare_pool.map(self._prepare_or_refuse, range(len(rows)), rows))
+
+    def _prepare_or_refuse(self, idx: int, row) -> "ModelInput | Answer":
+        try:
+            return self.prepare(row)
+        except (BadRequest, ImageDecodeError) as err:
+            return Answer(err.status, {"error": str(err)})
+        except Exception:  # our bug, not the caller's: fail this request alone
+            log.exception("preparing request %d failed", idx)
+            return Answer(500, {"error": "internal error while preparing the image"})
