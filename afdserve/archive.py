@@ -6,6 +6,7 @@ weights in deployment form (fused RepConvs, folded batch norms; a plain state di
 pip dependencies (torch, timm, pillow, numpy, pyyaml) serves it.
 """
 
+import argparse
 import dataclasses
 import importlib.util
 import json
@@ -44,6 +45,9 @@ class ServingConfig:
     threads: int | None = None  # torch intra-op threads per worker; None: torch's default (all cores)
     cpu_precision: str = "float32"
     gpu_precision: str = "float16"
+    # GPU workers decode JPEGs with nvJPEG and prepare them on the GPU (afdserve.imaging.on_device).
+    # Off until its agreement with the Pillow path has been measured on a GPU.
+    gpu_decode: bool = False
     response_timeout_s: int = 60
     reason: str = ""  # why these values: measured figures, kept in the archive beside them
 
@@ -61,7 +65,7 @@ class ServingConfig:
 
     def settings(self) -> dict:
         return {"threads": self.threads, "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
-                "serving_reason": self.reason}
+                "gpu_decode": self.gpu_decode, "serving_reason": self.reason}
 
 
 # The classifiers' serving settings, chosen by scripts/sweep_serving.py (results/bench/sweep.md).
@@ -319,7 +323,8 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
 
 
 # ServingConfig fields `afdserve build` takes as --flags (dashes for underscores).
-SERVING_FLAGS = ("workers", "threads", "batch_size", "max_batch_delay_ms", "cpu_precision", "gpu_precision")
+SERVING_FLAGS = ("workers", "threads", "batch_size", "max_batch_delay_ms", "cpu_precision", "gpu_precision",
+                 "gpu_decode")
 
 
 def with_serving(spec, **overrides):
@@ -330,6 +335,8 @@ def with_serving(spec, **overrides):
         return spec
     if isinstance(spec, RestorerArchive) and {"cpu_precision", "gpu_precision"} & set(changes):
         raise ValueError("the restorer runs in float32: precision flags apply to the classifiers")
+    if isinstance(spec, RestorerArchive) and changes.get("gpu_decode"):
+        raise ValueError("the restorer decodes with Pillow: --gpu-decode applies to the classifiers")
     reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())
     return dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, reason=reason, **changes))
 
@@ -403,4 +410,7 @@ def add_commands(subparsers) -> None:
     serving.add_argument("--max-batch-delay-ms", type=int, help="longest wait to fill a batch")
     serving.add_argument("--cpu-precision", choices=sorted(PRECISIONS), help="model precision on CPU workers")
     serving.add_argument("--gpu-precision", choices=sorted(PRECISIONS), help="model precision on GPU workers")
+    serving.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None,
+                         help="GPU workers decode JPEGs and prepare them on the GPU (nvJPEG) instead of "
+                              "with Pillow on the CPU; not yet measured on a GPU, so off by default")
     build.set_defaults(func=cmd_build)

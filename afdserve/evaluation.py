@@ -58,9 +58,9 @@ def parse_qualities(text: str) -> list[int | None]:
     return [None if q.strip() == "original" else int(q) for q in text.split(",")]
 
 
-def service_from_archive(mar_path: Path, workdir: Path):
+def service_from_archive(mar_path: Path, workdir: Path, device="cpu"):
     """Unpack an archive and load its service (a ClassifierService, or a RestorerService for a
-    restorer archive) the way the handler does."""
+    restorer archive) the way the handler does, on ``device``."""
     with zipfile.ZipFile(mar_path) as z:
         z.extractall(workdir)
     manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())
@@ -69,7 +69,8 @@ def service_from_archive(mar_path: Path, workdir: Path):
     service_class = ClassifierService
     if "swinir" in settings:
         from afdserve.serving.restorer_service import RestorerService as service_class
-    return service_class.from_model_dir(workdir, settings, model["modelName"], model.get("modelVersion", ""))
+    return service_class.from_model_dir(workdir, settings, model["modelName"], model.get("modelVersion", ""),
+                                        device=device)
 
 
 def evaluate_service(service: ClassifierService, images: list[LabelledImage], quality: int | None,

@@ -183,6 +183,19 @@ def test_whole_corpus_through_the_reduced_decode_of_the_plain_backbone(classifie
     assert [a.status for a in answers] == [case.expected["classifier"] for case in CASES]
 
 
+def test_whole_corpus_through_the_device_decode(classifier):
+    """--gpu-decode workers decode JPEGs with torchvision and prepare them with torch (here on the
+    CPU): the same statuses, and for valid images the same top-1 as the Pillow path."""
+    on_device = ClassifierService(classifier.model, classifier.labels, classifier.model_name, classifier.version,
+                                  decode_on_device=True)
+    rows = [torchserve_row(case) for case in CASES]
+    got, want = on_device.handle(rows), classifier.handle(rows)
+    assert [a.status for a in got] == [case.expected["classifier"] for case in CASES]
+    for case, a, b in zip(CASES, got, want):
+        if a.status == 200:
+            assert a.body["top_k"][0]["index"] == b.body["top_k"][0]["index"], case.name
+
+
 @pytest.mark.parametrize("handler", HANDLERS)
 def test_whole_corpus_as_one_batch(services, handler):
     """Bad requests fail alone: in one batch every case gets the status it gets alone."""

@@ -19,7 +19,7 @@ def test_frontend_keys_and_worker_settings():
     assert config.frontend() == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5,
                                  "responseTimeout": 60}
     assert config.settings() == {"threads": 1, "precision": {"cpu": "bfloat16", "cuda": "float16"},
-                                 "serving_reason": "measured"}
+                                 "gpu_decode": False, "serving_reason": "measured"}
 
 
 @pytest.mark.parametrize("bad", [{"cpu_precision": "int8"}, {"workers": 0}, {"batch_size": 0},
@@ -89,12 +89,13 @@ def test_build_takes_serving_settings(tmp_path, capsys):
 
     assert main(["build", "--models", "lite0_baseline", "--version", "0.1", "--model-store", str(tmp_path),
                  "--workers", "2", "--threads", "1", "--batch-size", "2", "--max-batch-delay-ms", "3",
-                 "--cpu-precision", "bfloat16"]) == 0
+                 "--cpu-precision", "bfloat16", "--gpu-decode"]) == 0
     with zipfile.ZipFile(tmp_path / "lite0_baseline.0.1.mar") as z:
         config = yaml.safe_load(z.read("model-config.yaml"))
     assert (config["minWorkers"], config["maxWorkers"], config["batchSize"], config["maxBatchDelay"]) == (2, 2, 2, 3)
     assert config["afdserve"]["threads"] == 1
     assert config["afdserve"]["precision"] == {"cpu": "bfloat16", "cuda": "float16"}
+    assert config["afdserve"]["gpu_decode"] is True
     assert "set at build time" in config["afdserve"]["serving_reason"]
     # A bad value is refused with a message, not a traceback.
     assert main(["build", "--models", "lite0_baseline", "--version", "0.2", "--model-store", str(tmp_path),
@@ -108,3 +109,21 @@ def test_precision_flags_are_refused_for_the_restorer(tmp_path, capsys):
     assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
                  "--gpu-precision", "float16"]) == 2
     assert "float32" in capsys.readouterr().err
+    assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
+                 "--gpu-decode"]) == 2
+    assert "Pillow" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, gpu_decode, expected", [("cpu", True, False), ("cuda", False, False),
+                                                           ("cuda", True, True)])
+def test_gpu_decode_is_used_only_on_gpu_workers_that_ask_for_it(monkeypatch, device, gpu_decode, expected):
+    import afdserve.serving.classifier_service as cs
+
+    # Loading the weights is not what is tested here, nor is a GPU needed to choose the path.
+    monkeypatch.setattr(cs, "load_deployed", lambda afd, path: build_classifier(None, pretrained=False, deploy=True))
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
+    from afdserve.archive import PACKAGE_DIR
+
+    settings = ServingConfig(gpu_decode=gpu_decode).settings()
+    service = ClassifierService.from_model_dir(PACKAGE_DIR / "data", settings, "m", "1", device=device)
+    assert service.decode_on_device is expected

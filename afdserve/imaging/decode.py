@@ -18,8 +18,12 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DecodedImage",
     "ImageDecodeError",
+    "ImageHeader",
     "decode_image",
     "estimate_jpeg_quality",
+    "exif_orientation",
+    "jpeg_grid_offset",
+    "read_header",
 ]
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -84,6 +88,15 @@ class DecodedImage:
     reduction: int = 1
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the file says before any pixel is decoded; ``image`` is Pillow's opened, unloaded file."""
+    image: Image.Image
+    format: str  # "JPEG", "PNG" or "WEBP"
+    quantization: dict[int, list[int]] | None
+    quality: int | None
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                  min_shorter_side: int | None = None) -> DecodedImage:
     """Decode a JPEG, PNG or WebP request body into an upright RGB image.
@@ -92,6 +105,37 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     With ``min_shorter_side``, a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
     far less work than decoding every pixel) as long as its shorter side stays at least that long.
     """
+    header = read_header(data, max_pixels)
+    im, fmt = header.image, header.format
+    stored_w, stored_h = im.size
+    reduction = 1
+    try:
+        if min_shorter_side and fmt == "JPEG":
+            # Pillow picks the largest scale that keeps both sides >= the requested size.
+            im.draft(None, (min_shorter_side, min_shorter_side))
+            reduction = max(1, round(stored_w / im.size[0]))
+        im.load()
+        orientation = exif_orientation(im)
+        rgb = _to_rgb(im)
+        if orientation in _ORIENTATION_TRANSPOSE:
+            rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb_error(e, max_pixels) from None
+    except MemoryError:
+        raise ImageDecodeError("image too large to decode", status=413) from None
+    except Exception as e:  # OSError (truncated), SyntaxError, ValueError, struct.error, EOFError, ...
+        raise ImageDecodeError(f"truncated or corrupt {fmt}: {e}") from None
+
+    grid_offset = jpeg_grid_offset(orientation, stored_w, stored_h) if fmt == "JPEG" else (0, 0)
+    return DecodedImage(
+        image=rgb, format=fmt, quantization=header.quantization, quality=header.quality,
+        grid_offset=grid_offset, reduction=reduction,
+    )
+
+
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """Open a request body and check it as far as its header goes (format, size, animation), and
+    read a JPEG's quantization tables. Raises ImageDecodeError like ``decode_image``."""
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty request body")
     data = bytes(data)
@@ -130,31 +174,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             quality = estimate_jpeg_quality(quantization) if quantization else None
         except ValueError:  # tables that are not 64 entries: say nothing rather than guess
             quantization = quality = None
-
-    stored_w, stored_h = im.size
-    reduction = 1
-    try:
-        if min_shorter_side and fmt == "JPEG":
-            # Pillow picks the largest scale that keeps both sides >= the requested size.
-            im.draft(None, (min_shorter_side, min_shorter_side))
-            reduction = max(1, round(stored_w / im.size[0]))
-        im.load()
-        orientation = _exif_orientation(im)
-        rgb = _to_rgb(im)
-        if orientation in _ORIENTATION_TRANSPOSE:
-            rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise _bomb_error(e, max_pixels) from None
-    except MemoryError:
-        raise ImageDecodeError("image too large to decode", status=413) from None
-    except Exception as e:  # OSError (truncated), SyntaxError, ValueError, struct.error, EOFError, ...
-        raise ImageDecodeError(f"truncated or corrupt {fmt}: {e}") from None
-
-    grid_offset = jpeg_grid_offset(orientation, stored_w, stored_h) if fmt == "JPEG" else (0, 0)
-    return DecodedImage(
-        image=rgb, format=fmt, quantization=quantization, quality=quality, grid_offset=grid_offset,
-        reduction=reduction,
-    )
+    return ImageHeader(image=im, format=fmt, quantization=quantization, quality=quality)
 
 
 def jpeg_grid_offset(orientation: int, width: int, height: int) -> tuple[int, int]:
@@ -224,7 +244,7 @@ def _natural_qtables(tables) -> dict[int, list[int]]:
     return {int(k): [int(v) for v in t] for k, t in dict(tables).items()}
 
 
-def _exif_orientation(im: Image.Image) -> int:
+def exif_orientation(im: Image.Image) -> int:
     # A broken EXIF block should not cost the user their request: treat it as "no rotation".
     try:
         value = im.getexif().get(ExifTags.Base.Orientation, 1)

@@ -34,6 +34,13 @@ class ModelInput:
     quality: float | None  # estimated IJG quality; None when the image is not a JPEG
 
 
+def resize_geometry(width: int, height: int) -> tuple[int, int, int, int]:
+    """(resized width, resized height, left, top) of 'resize shorter side to 256, crop 224'."""
+    scale = RESIZE_SHORTER / min(width, height)
+    resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return resized_w, resized_h, (resized_w - INPUT_SIZE) // 2, (resized_h - INPUT_SIZE) // 2
+
+
 def crop_box(width: int, height: int) -> tuple[float, float, float, float]:
     """The centre crop, in source pixels, of 'resize shorter side to 256, crop 224'.
 
@@ -42,9 +49,7 @@ def crop_box(width: int, height: int) -> tuple[float, float, float, float]:
     fed as they are rather than upscaled and cropped again."""
     if (width, height) == (INPUT_SIZE, INPUT_SIZE):
         return (0.0, 0.0, float(INPUT_SIZE), float(INPUT_SIZE))
-    scale = RESIZE_SHORTER / min(width, height)
-    resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
-    left, top = (resized_w - INPUT_SIZE) // 2, (resized_h - INPUT_SIZE) // 2
+    resized_w, resized_h, left, top = resize_geometry(width, height)
     sx, sy = width / resized_w, height / resized_h
     return (left * sx, top * sy, (left + INPUT_SIZE) * sx, (top + INPUT_SIZE) * sy)
 
@@ -66,17 +71,23 @@ def dct_tensor(decoded: DecodedImage) -> torch.Tensor:
     if decoded.reduction != 1:
         raise ValueError("the drift map needs a full-size decode: the file's blocks are lost at reduced scale")
     image = decoded.image
-    x0, y0, x1, y1 = crop_box(*image.size)
-    dy, dx = decoded.grid_offset
-    # Widen the crop to whole blocks of the file's grid (blocks start at offset + 8k).
-    left = max(0, dx + BLOCK * math.floor((x0 - dx) / BLOCK))
-    top = max(0, dy + BLOCK * math.floor((y0 - dy) / BLOCK))
-    right = min(image.width, dx + BLOCK * math.ceil((x1 - dx) / BLOCK))
-    bottom = min(image.height, dy + BLOCK * math.ceil((y1 - dy) / BLOCK))
-    region = np.asarray(image.crop((left, top, max(right, left + 1), max(bottom, top + 1))))
-    offset = ((dy - top) % BLOCK, (dx - left) % BLOCK)
+    (left, top, right, bottom), offset = dct_region(image.width, image.height, decoded.grid_offset)
+    region = np.asarray(image.crop((left, top, right, bottom)))
     # Blocks averaged into the input's 1/8 geometry (or repeated, for images smaller than that).
     return pooled_block_dct(region, offset, DCT_SIZE)
+
+
+def dct_region(width: int, height: int, grid_offset: tuple[int, int]):
+    """((left, top, right, bottom), grid offset inside it): the crop widened to whole blocks of the
+    file's grid (blocks start at offset + 8k), as far as the image reaches."""
+    x0, y0, x1, y1 = crop_box(width, height)
+    dy, dx = grid_offset
+    left = max(0, dx + BLOCK * math.floor((x0 - dx) / BLOCK))
+    top = max(0, dy + BLOCK * math.floor((y0 - dy) / BLOCK))
+    right = min(width, dx + BLOCK * math.ceil((x1 - dx) / BLOCK))
+    bottom = min(height, dy + BLOCK * math.ceil((y1 - dy) / BLOCK))
+    box = (left, top, max(right, left + 1), max(bottom, top + 1))
+    return box, ((dy - top) % BLOCK, (dx - left) % BLOCK)
 
 
 def resized_dct_tensor(image: torch.Tensor) -> torch.Tensor:
