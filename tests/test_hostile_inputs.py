@@ -183,6 +183,17 @@ def test_whole_corpus_through_the_reduced_decode_of_the_plain_backbone(classifie
     assert [a.status for a in answers] == [case.expected["classifier"] for case in CASES]
 
 
+def test_whole_corpus_prepared_side_by_side(classifier):
+    """--prepare-threads 2: a batch's images prepared on two threads get the statuses and answers
+    they get one at a time, in the order they came."""
+    side_by_side = ClassifierService(classifier.model, classifier.labels, classifier.model_name, classifier.version,
+                                     prepare_threads=2)
+    rows = [torchserve_row(case) for case in CASES]
+    got, want = side_by_side.handle(rows), classifier.handle(rows)
+    assert [a.status for a in got] == [case.expected["classifier"] for case in CASES]
+    assert [a.body for a in got] == [a.body for a in want]
+
+
 def test_whole_corpus_through_the_device_decode(classifier):
     """--gpu-decode workers decode JPEGs with torchvision and prepare them with torch (here on the
     CPU): the same statuses, and for valid images the same top-1 as the Pillow path."""

@@ -18,12 +18,12 @@ def test_frontend_keys_and_worker_settings():
                            reason="measured")
     assert config.frontend() == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5,
                                  "responseTimeout": 60}
-    assert config.settings() == {"threads": 1, "precision": {"cpu": "bfloat16", "cuda": "float16"},
+    assert config.settings() == {"threads": 1, "prepare_threads": 1, "precision": {"cpu": "bfloat16", "cuda": "float16"},
                                  "gpu_decode": False, "serving_reason": "measured"}
 
 
 @pytest.mark.parametrize("bad", [{"cpu_precision": "int8"}, {"workers": 0}, {"batch_size": 0},
-                                 {"max_batch_delay_ms": -1}, {"threads": 0}])
+                                 {"max_batch_delay_ms": -1}, {"threads": 0}, {"prepare_threads": 0}])
 def test_bad_settings_are_refused_at_build_time(bad):
     with pytest.raises(ValueError):
         ServingConfig(**bad)
@@ -89,13 +89,13 @@ def test_build_takes_serving_settings(tmp_path, capsys):
 
     assert main(["build", "--models", "lite0_baseline", "--version", "0.1", "--model-store", str(tmp_path),
                  "--workers", "2", "--threads", "1", "--batch-size", "2", "--max-batch-delay-ms", "3",
-                 "--cpu-precision", "bfloat16", "--gpu-decode"]) == 0
+                 "--cpu-precision", "bfloat16", "--gpu-decode", "--prepare-threads", "2"]) == 0
     with zipfile.ZipFile(tmp_path / "lite0_baseline.0.1.mar") as z:
         config = yaml.safe_load(z.read("model-config.yaml"))
     assert (config["minWorkers"], config["maxWorkers"], config["batchSize"], config["maxBatchDelay"]) == (2, 2, 2, 3)
     assert config["afdserve"]["threads"] == 1
     assert config["afdserve"]["precision"] == {"cpu": "bfloat16", "cuda": "float16"}
-    assert config["afdserve"]["gpu_decode"] is True
+    assert config["afdserve"]["gpu_decode"] is True and config["afdserve"]["prepare_threads"] == 2
     assert "set at build time" in config["afdserve"]["serving_reason"]
     # A bad value is refused with a message, not a traceback.
     assert main(["build", "--models", "lite0_baseline", "--version", "0.2", "--model-store", str(tmp_path),

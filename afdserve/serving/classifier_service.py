@@ -88,7 +88,7 @@ class ClassifierService:
     def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5,
                  restorer: torch.nn.Module | None = None, tiles=None, precision: str = "float32",
-                 decode_on_device: bool = False):
+                 decode_on_device: bool = False, prepare_threads: int = 1):
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
         # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.2-1.7x faster in
@@ -104,6 +104,7 @@ class ClassifierService:
         # Decode JPEGs and prepare them with torch on the model's device (nvJPEG on a GPU): see
         # afdserve.imaging.on_device. Restore-then-classify keeps Pillow: its restorer takes images.
         self.decode_on_device = decode_on_device and restorer is None
+        self.prepare_threads = prepare_threads
         self._prepare_pool: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -129,7 +130,8 @@ class ClassifierService:
         return cls(model, labels, model_name, version, device,
                    max_pixels=int(settings.get("max_pixels", max_pixels)),
                    top_k=int(settings.get("top_k", 5)), restorer=restorer, tiles=tiles, precision=precision,
-                   decode_on_device=bool(settings.get("gpu_decode")) and device_type == "cuda")
+                   decode_on_device=bool(settings.get("gpu_decode")) and device_type == "cuda",
+                   prepare_threads=int(settings.get("prepare_threads") or 1))
 
     def decode(self, body: bytes) -> DecodedImage:
         # Only the plain backbone can take a reduced decode: the drift map and the restorer both
@@ -194,13 +196,14 @@ class ClassifierService:
         return answers
 
     def _prepare_all(self, rows: list) -> list:
-        """Each row's ModelInput, or the Answer that refuses it. The images of a batch are prepared
-        side by side on the cores the model is about to use: decoding, resizing and the DCT are
-        Pillow and numpy, which release the GIL (in-process, a batch of four 500x375 JPEGs:
-        1.9 -> 1.3 ms per image for AFD, 1.1 -> 0.7 for the baseline). The restorer is torch
-        already running on every core, so restore-then-classify prepares one image at a time."""
-        threads = torch.get_num_threads()
-        # The device path queues its work on the device: no CPU threads to spread it over.
+        """Each row's ModelInput, or the Answer that refuses it. With ``prepare_threads`` > 1 the
+        images of a batch are prepared side by side: decoding, resizing and the DCT are Pillow and
+        numpy, which release the GIL. In-process on 2 idle cores that took a batch of four 500x375
+        JPEGs from 1.9 to 1.3 ms per image (AFD); served on the same 2 cores, which TorchServe's
+        frontend shares, it gained nothing (results/bench/prepare-threads), so it is opt-in. The
+        restorer already runs torch on every core, and the device path queues work on the device:
+        both prepare one image at a time."""
+        threads = self.prepare_threads
         if len(rows) < 2 or threads < 2 or self.restorer is not None or self.decode_on_device:
             return [self._prepare_or_refuse(idx, row) for idx, row in enumerate(rows)]
         if self._prepare_pool is None:
