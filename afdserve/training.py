@@ -236,6 +236,7 @@ def build_student_and_teacher(config_args) -> tuple[AFDClassifier, AFDClassifier
         use_quality=not config_args.no_quality,
         insert_after=config_args.insert_after,
         dct_source=config_args.dct_source,
+        fe_downscale=config_args.fe_downscale,
     )
     student = AFDClassifier(teacher.backbone, AFDModule(config))
     return student, teacher.eval(), config
@@ -350,6 +351,8 @@ def default_name(args) -> str:
         name += "-noq"
     if args.dct_source != "file-grid":
         name += f"-{args.dct_source}"
+    if args.fe_downscale != 1:
+        name += f"-fe{args.fe_downscale}"
     return name
 
 
@@ -669,6 +672,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     # Width 8: at 16 the module cost 345M multiply-adds (the backbone: 385M) and +47% latency;
     # at 8 it stays inside the 25% latency budget.
     g.add_argument("--width", type=int, default=8, help="FE-Net base width (default 8)")
+    g.add_argument("--fe-downscale", type=int, choices=[1, 2], default=1,
+                   help="2: FE-Net on the features' 2x2 means, a quarter of its cost (default 1)")
     g.add_argument("--dct-source", choices=DCT_SOURCES, default="file-grid",
                    help="file-grid: DCT on the JPEG's own blocks (the serving path); resized: DCT of the "
                         "224x224 model input, as the public AFD code does (serving must match)")

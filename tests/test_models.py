@@ -81,6 +81,7 @@ def test_backbone_recognises_real_photos(backbone, photos):
     AFDConfig(),
     AFDConfig(gate="global", use_quality=False),
     AFDConfig(insert_after="blocks.1", channels=24, width=8),
+    AFDConfig(fe_downscale=2),
 ])
 def test_untrained_afd_leaves_output_exactly_unchanged(backbone, photos, config):
     model = build_classifier(config, pretrained=False)
@@ -90,7 +91,7 @@ def test_untrained_afd_leaves_output_exactly_unchanged(backbone, photos, config)
         assert torch.equal(model(photos, dct, torch.tensor([10.0, 90.0])), backbone(photos))
 
 
-@pytest.mark.parametrize("config", [AFDConfig(), AFDConfig(gate="global")])
+@pytest.mark.parametrize("config", [AFDConfig(), AFDConfig(gate="global"), AFDConfig(fe_downscale=2)])
 def test_fused_classifier_matches_unfused(backbone, photos, config, tmp_path):
     model = build_classifier(config, pretrained=False)
     model.backbone.load_state_dict(backbone.state_dict())
@@ -107,8 +108,9 @@ def test_fused_classifier_matches_unfused(backbone, photos, config, tmp_path):
         assert relative_error(loaded(photos, dct, quality), unfused) < 1e-5
 
 
-def test_afd_handles_odd_feature_sizes():
-    module = AFDModule(AFDConfig(width=4))
+@pytest.mark.parametrize("fe_downscale", [1, 2])
+def test_afd_handles_odd_feature_sizes(fe_downscale):
+    module = AFDModule(AFDConfig(width=4, fe_downscale=fe_downscale))
     perturb_(module)
     out = module(torch.randn(1, 32, 15, 21), torch.randn(1, 192, 4, 5), None)
     assert out.shape == (1, 32, 15, 21)

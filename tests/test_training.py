@@ -61,7 +61,7 @@ def test_writes_weights_record_and_split(trained, data_dir):
     record = json.loads((out / RECORD).read_text())
     assert trained.completed and record["steps"] == 3 and record["completed"]
     assert record["afd_config"] == {"channels": 32, "width": 4, "gate": "spatial", "use_quality": True,
-                                    "insert_after": "stem", "dct_source": "file-grid"}
+                                    "insert_after": "stem", "dct_source": "file-grid", "fe_downscale": 1}
     assert record["dct_source"] == "file-grid"
     assert record["split"]["train_images"] == 5 and record["split"]["val_images"] == 3
     assert record["args"]["batch_size"] == 2 and record["seed"] == 0
