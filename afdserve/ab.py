@@ -170,6 +170,10 @@ def run_ab(client: TorchServeClient, a: Target, b: Target, data: Path, qualities
             "qualities": per_quality, "outcomes": outcomes}
 
 
+def _ms(value: float | None) -> str:
+    return "no answer" if value is None else f"{value:.0f} ms"
+
+
 def promotion_gate(report: dict, name: str, version: str, margin: float = 0.01, alpha: float = 0.05,
                    latency_budget: float = 1.3) -> dict:
     """Whether an A/B report backs promoting NAME/VERSION (its B): at every quality B's top-1 is
@@ -191,7 +195,7 @@ def promotion_gate(report: dict, name: str, version: str, margin: float = 0.01, 
         lines.append(f"q={q['quality']}: top-1 A {100 * q['a']['top1']:.1f}% B {100 * q['b']['top1']:.1f}%, "
                      f"A - B at most {100 * test['upper_bound']:.1f} points ({100 * (1 - alpha):.0f}% one-sided; "
                      f"margin {100 * margin:.1f}): {'not worse' if test['passed'] else 'NOT shown not worse'}; "
-                     f"p95 A {a_p95} ms B {b_p95} ms: {'within' if fast else 'OVER'} {latency_budget}x")
+                     f"p95 A {_ms(a_p95)} B {_ms(b_p95)}: {'within' if fast else 'OVER'} {latency_budget}x")
         if not test["passed"]:
             reasons.append(f"accuracy at q={q['quality']}")
         if not fast:
