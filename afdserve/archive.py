@@ -67,7 +67,8 @@ class ServingConfig:
                 "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s}
 
     def settings(self) -> dict:
-        return {"threads": self.threads, "prepare_threads": self.prepare_threads, "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
+        return {"threads": self.threads, "prepare_threads": self.prepare_threads,
+                "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
                 "gpu_decode": self.gpu_decode, "serving_reason": self.reason}
 
 
@@ -328,6 +329,8 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
 # ServingConfig fields `afdserve build` takes as --flags (dashes for underscores).
 SERVING_FLAGS = ("workers", "threads", "prepare_threads", "batch_size", "max_batch_delay_ms", "cpu_precision",
                  "gpu_precision", "gpu_decode")
+# Of those, the ones only ClassifierService reads: on a restorer archive they would do nothing.
+CLASSIFIER_ONLY_FLAGS = {"prepare_threads", "cpu_precision", "gpu_precision", "gpu_decode"}
 
 
 def with_serving(spec, **overrides):
@@ -336,10 +339,10 @@ def with_serving(spec, **overrides):
     changes = {k: v for k, v in overrides.items() if v is not None}
     if not changes:
         return spec
-    if isinstance(spec, RestorerArchive) and {"cpu_precision", "gpu_precision"} & set(changes):
-        raise ValueError("the restorer runs in float32: precision flags apply to the classifiers")
-    if isinstance(spec, RestorerArchive) and changes.get("gpu_decode"):
-        raise ValueError("the restorer decodes with Pillow: --gpu-decode applies to the classifiers")
+    ignored = sorted(CLASSIFIER_ONLY_FLAGS & set(changes)) if isinstance(spec, RestorerArchive) else []
+    if ignored:
+        raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in ignored)}: classifiers only (the restorer "
+                         "runs in float32 and decodes with Pillow, one image at a time)")
     reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())
     return dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, reason=reason, **changes))
 

@@ -110,8 +110,8 @@ def test_precision_flags_are_refused_for_the_restorer(tmp_path, capsys):
                  "--gpu-precision", "float16"]) == 2
     assert "float32" in capsys.readouterr().err
     assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
-                 "--gpu-decode"]) == 2
-    assert "Pillow" in capsys.readouterr().err
+                 "--gpu-decode", "--prepare-threads", "2"]) == 2
+    assert "--gpu-decode, --prepare-threads: classifiers only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("device, gpu_decode, expected", [("cpu", True, False), ("cuda", False, False),

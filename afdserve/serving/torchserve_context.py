@@ -30,8 +30,8 @@ def apply_worker_threads(settings: dict) -> int:
 
 
 def start_service(service_class, context):
-    """What both handlers' ``initialize`` does: set up this worker process (allocator, BLAS and torch threads)
-    and load the archive's service on the worker's device."""
+    """What both handlers' ``initialize`` does: set up this worker process (allocator, BLAS and
+    torch threads) and load the archive's service on the worker's device."""
     prepare_worker_process()
     device = worker_device(context)
     identity = archive_identity(context)
