@@ -9,8 +9,8 @@ For each model archive:
   p50/p95/p99 latency.
 
 It reports the ratio of the best served throughput to the in-process full path (at the faster of
-batch 1 and the served batch size), the share of CPU time outside the model, and writes bench.md, bench.json and
-bench.png. A script that prints figures, not a timed test.
+batch 1 and the served batch size), the share of CPU time outside the model, and writes bench.md,
+bench.json and bench.png. A script that prints figures, not a timed test.
 """
 
 from __future__ import annotations

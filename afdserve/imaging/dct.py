@@ -122,8 +122,8 @@ def block_dct(planes: torch.Tensor, grid_offset: tuple[int, int] = (0, 0)) -> to
 
 # Each zig-zag coefficient as a row over a block's 64 pixels (k, y * 8 + x), and JFIF's colour
 # matrix with the level shift's 1/128 folded in: the pooled transform below is two small products.
-_ZIGZAG_KERNEL = torch.einsum("uy,vx->uvyx", _dct_matrix64(BLOCK), _dct_matrix64(BLOCK)).reshape(
-    BLOCK * BLOCK, BLOCK * BLOCK)[ZIGZAG_ORDER].numpy().astype(np.float32)
+_ZIGZAG_KERNEL = _zigzag_basis(torch.device("cpu"), torch.float64).reshape(
+    BLOCK * BLOCK, BLOCK * BLOCK).numpy().astype(np.float32)
 _YCBCR_SCALED = (_YCBCR_MATRIX.numpy() / 128.0).astype(np.float32)
 # (v - 128) / 128 of a flat block only moves its DC coefficient, by 8 x the plane's mean shift:
 # 8 * (0 - 128) / 128 for Y, and 0 for Cb and Cr, whose +128 offset cancels the level shift.
