@@ -25,6 +25,8 @@ import afdserve
 from afdserve.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
+from afdserve.imaging.budget import DEFAULT_DECODE_BUDGET_S
+from afdserve.restoration import DEFAULT_RESTORE_BUDGET_S
 from afdserve.serving.classifier_service import PRECISIONS
 
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
@@ -52,6 +54,10 @@ class ServingConfig:
     # Off until its agreement with the Pillow path has been measured on a GPU.
     gpu_decode: bool = False
     response_timeout_s: int = 60
+    # CPU seconds one request's decoding and preparation may take (afdserve.imaging.budget), and,
+    # where a restorer runs, its restoring (None: no restorer). Past either: a 413 for that request.
+    decode_budget_s: float = DEFAULT_DECODE_BUDGET_S
+    restore_budget_s: float | None = None
     reason: str = ""  # why these values: measured figures, kept in the archive beside them
 
     def __post_init__(self):
@@ -61,6 +67,8 @@ class ServingConfig:
         threads_bad = (self.threads is not None and self.threads < 1) or self.prepare_threads < 1
         if self.workers < 1 or self.batch_size < 1 or self.max_batch_delay_ms < 0 or threads_bad:
             raise ValueError(f"workers, batch size and threads must be positive, the delay not negative: {self}")
+        if self.decode_budget_s <= 0 or (self.restore_budget_s is not None and self.restore_budget_s <= 0):
+            raise ValueError(f"CPU budgets must be positive: {self}")
 
     def frontend(self) -> dict:
         return {"minWorkers": self.workers, "maxWorkers": self.workers, "batchSize": self.batch_size,
@@ -69,7 +77,9 @@ class ServingConfig:
     def settings(self) -> dict:
         return {"threads": self.threads, "prepare_threads": self.prepare_threads,
                 "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
-                "gpu_decode": self.gpu_decode, "serving_reason": self.reason}
+                "gpu_decode": self.gpu_decode, "decode_budget_s": self.decode_budget_s,
+                **({"restore_budget_s": self.restore_budget_s} if self.restore_budget_s is not None else {}),
+                "serving_reason": self.reason}
 
 
 # The classifiers' serving settings, chosen by scripts/sweep_serving.py (results/bench/sweep.md).
@@ -82,7 +92,7 @@ CLASSIFIER_SERVING = ServingConfig(
 # The restorer's: one worker, small batches (an image is 10-1000x the classifier's work) and a
 # response timeout that covers the largest image the pixel limit admits.
 RESTORER_SERVING = ServingConfig(
-    batch_size=4, response_timeout_s=300, gpu_precision="float32",
+    batch_size=4, response_timeout_s=300, gpu_precision="float32", restore_budget_s=DEFAULT_RESTORE_BUDGET_S,
     reason="an image is 10-1000x a classification: small batches, a timeout for the largest image")
 
 
@@ -328,7 +338,7 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
 
 # ServingConfig fields `afdserve build` takes as --flags (dashes for underscores).
 SERVING_FLAGS = ("workers", "threads", "prepare_threads", "batch_size", "max_batch_delay_ms", "cpu_precision",
-                 "gpu_precision", "gpu_decode")
+                 "gpu_precision", "gpu_decode", "decode_budget_s", "restore_budget_s")
 # Of those, the ones only ClassifierService reads: on a restorer archive they would do nothing.
 CLASSIFIER_ONLY_FLAGS = {"prepare_threads", "cpu_precision", "gpu_precision", "gpu_decode"}
 
@@ -343,6 +353,8 @@ def with_serving(spec, **overrides):
     if ignored:
         raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in ignored)}: classifiers only (the restorer "
                          "runs in float32 and decodes with Pillow, one image at a time)")
+    if "restore_budget_s" in changes and spec.serving.restore_budget_s is None:
+        raise ValueError("--restore-budget-s: only archives with a restorer (swinir_restorer, restore_classify)")
     reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())
     return dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, reason=reason, **changes))
 
@@ -422,4 +434,10 @@ def add_commands(subparsers) -> None:
     serving.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None,
                          help="GPU workers decode JPEGs and prepare them on the GPU (nvJPEG) instead of "
                               "with Pillow on the CPU; not yet measured on a GPU, so off by default")
+    serving.add_argument("--decode-budget-s", type=float,
+                         help=f"CPU seconds one request's decoding and preparation may take before it is "
+                              f"answered 413 (default {DEFAULT_DECODE_BUDGET_S:g})")
+    serving.add_argument("--restore-budget-s", type=float,
+                         help=f"CPU seconds (all of the worker's threads) restoring one image may take, for "
+                              f"archives with a restorer (default {DEFAULT_RESTORE_BUDGET_S:g})")
     build.set_defaults(func=cmd_build)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from afdserve.cost_bombs import cost_bombs, jpeg_after_soi, png_split_idat
 from images import (
     encode,
     exif_orientation,
@@ -385,6 +386,30 @@ def _corpus() -> tuple[Case, ...]:
     add("png_ztxt_bomb_16mb", "metadata", png_insert_after_ihdr(png, ztxt_bomb), 400, "corrupt png")
     iccp_bomb = png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"\x00" * (16 << 20), 9))
     add("png_iccp_bomb_16mb", "metadata", png_insert_after_ihdr(png, iccp_bomb), 400, "corrupt png")
+
+    # --- structure that costs far more than its pixels (afdserve.imaging.structure) -----------
+    for bomb in cost_bombs():
+        add(bomb.name, "cost", bomb.body, bomb.status, bomb.says)
+    # Floods that cost little (measured): answered, not refused.
+    sos_end = jpeg_segments(base)[-1][2]
+    restarts = b"".join(bytes([0xFF, 0xD0 + i % 8]) for i in range(500_000))
+    add("jpeg_500k_restart_markers_in_scan", "cost", base[:sos_end] + restarts + base[sos_end:], 200)
+    webp_body = webp[12:] + b"ABCD\x00\x00\x00\x00" * 200_000
+    add("webp_200k_unknown_chunks", "cost", b"RIFF" + struct.pack("<I", len(webp_body) + 4) + b"WEBP" + webp_body,
+        200)
+    many_frames = [Image.new("RGB", (8, 8), (i % 256, i // 256, 0)) for i in range(2000)]
+    add("png_animated_2000_frames", "cost", encode(many_frames[0], "PNG", save_all=True,
+                                                   append_images=many_frames[1:]), 415, "animated png")
+    add("webp_animated_2000_frames", "cost", encode(many_frames[0], "WEBP", save_all=True,
+                                                    append_images=many_frames[1:], lossless=True),
+        415, "animated webp")
+    # Rich but real structure, inside the limits: served.
+    add("jpeg_progressive_cmyk_18_scans", "cost", jpeg(small_photo().convert("CMYK"), progressive=True), 200)
+    add("jpeg_progressive_grey", "cost", jpeg(small_photo().convert("L"), progressive=True), 200)
+    icc_chunks = b"".join(jpeg_segment(0xE2, b"ICC_PROFILE\x00" + bytes([i + 1, 255]) + b"\x00" * 64)
+                          for i in range(255))
+    add("jpeg_icc_in_255_segments", "cost", jpeg_after_soi(icc_chunks, small_photo()), 200)
+    add("png_1400_small_idat_chunks", "cost", png_split_idat(200, 150, 64), 200)
 
     # --- animations --------------------------------------------------------------------------
     frames = [small_photo(size=(48, 32)), Image.new("RGB", (48, 32), (200, 20, 20))]

@@ -31,7 +31,10 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from afdserve.cost_bombs import cost_bombs
+from afdserve.imaging.budget import CpuBudget
 from afdserve.imaging.decode import ImageDecodeError, decode_image
+from afdserve.imaging.structure import StructureLimits, check_structure
 from afdserve.imaging.preprocess import prepare
 from afdserve.restoration import TileSpec
 from afdserve.serving.classifier_service import ClassifierService, request_bytes
@@ -43,7 +46,10 @@ from hostile_corpus import (
     Case,
     _corpus,
     corpus,
+    jpeg,
+    jpeg_segments,
     png_chunk,
+    random_bytes,
     small_photo,
     torchserve_row,
 )
@@ -58,7 +64,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWar
 CASES = corpus()
 BY_NAME = {case.name: case for case in CASES}
 CATEGORIES = {"empty", "random", "text", "corrupt jpeg", "header only", "bomb", "metadata", "animation",
-              "archive", "svg", "json", "multipart", "valid"}
+              "archive", "svg", "json", "multipart", "valid", "cost"}
 
 # =============================================================================== the corpus itself
 
@@ -223,6 +229,82 @@ def test_restorer_batch_with_tiny_images_answers_the_others(restorer):
     cases = [BY_NAME["jpeg_baseline"], BY_NAME["jpeg_1x1"], BY_NAME["random_4k"], BY_NAME["jpeg_3000x2"]]
     answers = run_in_process(restorer, "restorer", [torchserve_row(case) for case in cases])
     assert [a[0] for a in answers] == [200, 200, 400, 200]
+
+
+# ======================================================================= cost limits and budgets
+
+
+@pytest.mark.parametrize("bomb", cost_bombs(), ids=lambda bomb: bomb.name)
+def test_cost_bombs_are_refused_before_decoding(bomb):
+    start = time.process_time()
+    with pytest.raises(ImageDecodeError) as refused:
+        decode_image(bomb.body)
+    assert time.process_time() - start < 0.2  # each held a worker for seconds before the limits
+    assert refused.value.status == 413 and bomb.says in refused.value.message
+
+
+def test_structure_limits_are_counted_as_real_encoders_write():
+    progressive = jpeg(progressive=True)  # libjpeg's script: 10 scans
+    check_structure(progressive, StructureLimits(jpeg_scans=10))
+    with pytest.raises(ImageDecodeError, match="more than 9 scans"):
+        check_structure(progressive, StructureLimits(jpeg_scans=9))
+    pixels = 96 * 64
+    check_structure(progressive, StructureLimits(jpeg_scan_pixels=10 * pixels))
+    with pytest.raises(ImageDecodeError, match="scan-pixels"):
+        check_structure(progressive, StructureLimits(jpeg_scan_pixels=10 * pixels - 1))
+    # Stuffed 0xFF bytes and restart markers in the entropy-coded data are not segments.
+    stuffed = jpeg(Image.new("RGB", (64, 64), (255, 255, 255)), quality=100)
+    check_structure(stuffed, StructureLimits(jpeg_segments=len(jpeg_segments(stuffed)) + 1))
+    png = encode(small_photo(), "PNG")
+    check_structure(png, StructureLimits(png_chunks=3))  # IHDR, IDAT, IEND
+    with pytest.raises(ImageDecodeError, match="more than 2 chunks"):
+        check_structure(png, StructureLimits(png_chunks=2))
+    for not_walked in (b"", b"\xff\xd8", b"\xff\xd8GARBAGE", b"RIFF", random_bytes(5000, 1)):
+        check_structure(not_walked, StructureLimits(jpeg_segments=0, png_chunks=0))
+
+
+def test_decode_budget_stops_what_the_structure_limits_let_through(monkeypatch):
+    """Without its structure limits, the 2000-scan bomb (49 s to decode) is stopped by the budget."""
+    import afdserve.imaging.decode as decode_module
+
+    monkeypatch.setattr(decode_module, "check_structure", lambda data: None)
+    bomb = next(b for b in cost_bombs() if b.name == "jpeg_progressive_2000_scans_36mp")
+    start = time.thread_time()
+    with pytest.raises(ImageDecodeError) as stopped:
+        decode_image(bomb.body, budget=CpuBudget(0.5))
+    # Pillow reads 1 KiB at a time: a block holds a few dozen of these scans, ~40 ms each.
+    assert time.thread_time() - start < 3.0
+    assert stopped.value.status == 413 and "CPU budget of 0.5 s" in stopped.value.message
+
+
+def test_a_request_over_its_budget_fails_alone(classifier):
+    tight = ClassifierService(classifier.model, classifier.labels, classifier.model_name, classifier.version,
+                              decode_budget_s=0.05)
+    large, small = BY_NAME["jpeg_4000x3000_photo"], BY_NAME["jpeg_baseline"]  # 0.2 s to decode; 1 ms
+    tight.handle([torchserve_row(small)])  # warm: the first DCT builds its cached basis
+    answers = tight.handle([torchserve_row(large), torchserve_row(small)])
+    assert answers[1].status == 200, answers[1].body
+    assert [a.status for a in answers] == [413, 200]
+    assert "CPU budget" in answers[0].body["error"]
+
+
+def test_restorer_budget_stops_tiling_and_then_refuses_upfront():
+    service = RestorerService(tiny_swinir(), "swinir_restorer", "0.9", tiles=TileSpec(size=TILE, overlap=OVERLAP),
+                              restore_budget_s=1e-4)
+    tiled, one_tile = jpeg(small_photo(size=(400, 300))), jpeg(small_photo(size=(48, 32)))
+    replies = service.handle([tiled, one_tile], [{}, {}])
+    assert [r.status for r in replies] == [413, 200]
+    assert "restoring the image" in json.loads(replies[0].body)["error"]
+
+    # Once a tiled image has been restored, the rate it took refuses what would overrun, before any work.
+    service.restore_cost.budget_s = 600.0
+    assert [r.status for r in service.handle([tiled], [{}])] == [200]
+    rate = service.restore_cost.s_per_pixel
+    service.restore_cost.budget_s = rate * 1200 * 900 / 2  # half what a 1200x900 image would take
+    start = time.process_time()
+    [reply] = service.handle([jpeg(small_photo(size=(1200, 900)))], [{}])
+    assert reply.status == 413 and "would take about" in json.loads(reply.body)["error"]
+    assert time.process_time() - start < rate * 1200 * 900 / 4
 
 
 # ================================================================================== end to end

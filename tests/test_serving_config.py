@@ -19,11 +19,12 @@ def test_frontend_keys_and_worker_settings():
     assert config.frontend() == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5,
                                  "responseTimeout": 60}
     assert config.settings() == {"threads": 1, "prepare_threads": 1, "precision": {"cpu": "bfloat16", "cuda": "float16"},
-                                 "gpu_decode": False, "serving_reason": "measured"}
+                                 "gpu_decode": False, "decode_budget_s": 5.0, "serving_reason": "measured"}
 
 
 @pytest.mark.parametrize("bad", [{"cpu_precision": "int8"}, {"workers": 0}, {"batch_size": 0},
-                                 {"max_batch_delay_ms": -1}, {"threads": 0}, {"prepare_threads": 0}])
+                                 {"max_batch_delay_ms": -1}, {"threads": 0}, {"prepare_threads": 0},
+                                 {"decode_budget_s": 0}, {"restore_budget_s": -1}])
 def test_bad_settings_are_refused_at_build_time(bad):
     with pytest.raises(ValueError):
         ServingConfig(**bad)

@@ -6,13 +6,16 @@ Everything a client can send goes through :func:`decode_image`; for bad bytes it
 
 from __future__ import annotations
 
-import io
 import re
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
+
+from afdserve.imaging.budget import READ_BLOCK, BudgetedReader, CpuBudget
+from afdserve.imaging.errors import ImageDecodeError
+from afdserve.imaging.structure import check_structure
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -67,15 +70,6 @@ _ORIENTATION_TRANSPOSE = {
 }
 
 
-class ImageDecodeError(ValueError):
-    """Raised for any body we cannot turn into an image. `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
 @dataclass(frozen=True)
 class DecodedImage:
     image: Image.Image  # mode "RGB", upright (EXIF orientation applied), fully loaded
@@ -98,14 +92,16 @@ class ImageHeader:
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_shorter_side: int | None = None) -> DecodedImage:
+                 min_shorter_side: int | None = None, budget: CpuBudget | None = None) -> DecodedImage:
     """Decode a JPEG, PNG or WebP request body into an upright RGB image.
 
     Images over ``max_pixels`` are refused from their header, before any pixel memory is allocated.
     With ``min_shorter_side``, a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling,
     far less work than decoding every pixel) as long as its shorter side stays at least that long.
+    Files whose structure costs far more than their pixels are refused before decoding
+    (``afdserve.imaging.structure``), and decoding stops with a 413 once it has used ``budget``.
     """
-    header = read_header(data, max_pixels)
+    header = read_header(data, max_pixels, budget)
     im, fmt = header.image, header.format
     stored_w, stored_h = im.size
     reduction = 1
@@ -119,6 +115,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         rgb = _to_rgb(im)
         if orientation in _ORIENTATION_TRANSPOSE:
             rgb = rgb.transpose(_ORIENTATION_TRANSPOSE[orientation])
+    except ImageDecodeError:  # the budget, from inside Pillow's reads
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb_error(e, max_pixels) from None
     except MemoryError:
@@ -133,12 +131,14 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
     )
 
 
-def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
-    """Open a request body and check it as far as its header goes (format, size, animation), and
-    read a JPEG's quantization tables. Raises ImageDecodeError like ``decode_image``."""
+def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, budget: CpuBudget | None = None) -> ImageHeader:
+    """Open a request body and check it as far as its header goes (format, size, animation,
+    structure cost), and read a JPEG's quantization tables. Raises ImageDecodeError like
+    ``decode_image``; ``budget`` is checked at every read, here and while the image loads."""
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty request body")
     data = bytes(data)
+    check_structure(data)
 
     # libwebp allocates the whole canvas while Pillow *opens* the file, so check its header first.
     webp_size = _webp_canvas_size(data)
@@ -146,7 +146,11 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeade
         _check_pixel_limit(webp_size, max_pixels)
 
     try:
-        im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+        im = Image.open(BudgetedReader(data, budget), formats=_OPEN_FORMATS)
+        # Smaller reads than Pillow's 64 KiB while loading: the budget is checked between them.
+        im.decodermaxblock = READ_BLOCK
+    except ImageDecodeError:  # the budget
+        raise
     except UnidentifiedImageError:
         raise _unidentified_error(data) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

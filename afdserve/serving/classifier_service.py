@@ -17,6 +17,7 @@ from PIL import Image
 
 import torch
 
+from afdserve.imaging.budget import DEFAULT_DECODE_BUDGET_S, CpuBudget
 from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image
 from afdserve.imaging.on_device import decode_jpeg_on_device, prepare_on_device
 from afdserve.imaging.preprocess import REDUCED_DECODE_SHORTER_SIDE, ModelInput, collate, prepare
@@ -83,12 +84,15 @@ def request_bytes(row) -> bytes:
 
 class ClassifierService:
     """``restorer``: an optional restorer network every image goes through before the classifier
-    (restore-then-classify), with its tiling."""
+    (restore-then-classify), with its tiling and its own CPU budget per image (``restore_cost``).
+    ``decode_budget_s``: the CPU seconds decoding and preparing one request may take (see
+    afdserve.imaging.budget); past it that request is answered 413 and the batch goes on."""
 
     def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5,
                  restorer: torch.nn.Module | None = None, tiles=None, precision: str = "float32",
-                 decode_on_device: bool = False, prepare_threads: int = 1):
+                 decode_on_device: bool = False, prepare_threads: int = 1,
+                 decode_budget_s: float = DEFAULT_DECODE_BUDGET_S, restore_cost=None):
         self.device = torch.device(device)
         self.dtype = PRECISIONS[precision]
         # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.2-1.7x faster in
@@ -101,6 +105,12 @@ class ClassifierService:
         self.top_k = top_k
         self.restorer = restorer.to(device).eval() if restorer is not None else None
         self.tiles = tiles
+        self.decode_budget_s = decode_budget_s
+        if restorer is not None and restore_cost is None:
+            from afdserve.restoration import RestoreCost, TileSpec
+
+            restore_cost = RestoreCost(tiles or TileSpec())
+        self.restore_cost = restore_cost
         # Decode JPEGs and prepare them with torch on the model's device (nvJPEG on a GPU): see
         # afdserve.imaging.on_device. Restore-then-classify keeps Pillow: its restorer takes images.
         self.decode_on_device = decode_on_device and restorer is None
@@ -116,14 +126,15 @@ class ClassifierService:
         afd = AFDConfig.from_dict(settings["afd"]) if settings.get("afd") else None
         model = load_deployed(afd, model_dir / settings.get("weights", "model.pt"))
         labels = json.loads((model_dir / "index_to_name.json").read_text())
-        restorer = tiles = None
+        restorer = tiles = restore_cost = None
         max_pixels = DEFAULT_MAX_PIXELS
         if settings.get("restorer"):
-            from afdserve.restoration import TileSpec
+            from afdserve.restoration import DEFAULT_RESTORE_BUDGET_S, RestoreCost, TileSpec
             from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
 
             restorer = load_restorer(model_dir, settings["restorer"])
             tiles = TileSpec(**settings["restorer"].get("tiles", {}))
+            restore_cost = RestoreCost(tiles, float(settings.get("restore_budget_s") or DEFAULT_RESTORE_BUDGET_S))
             max_pixels = DEFAULT_RESTORER_MAX_PIXELS  # the restorer's cost grows with the pixels
         device_type = torch.device(device).type
         precision = (settings.get("precision") or {}).get(device_type, "float32")
@@ -131,32 +142,39 @@ class ClassifierService:
                    max_pixels=int(settings.get("max_pixels", max_pixels)),
                    top_k=int(settings.get("top_k", 5)), restorer=restorer, tiles=tiles, precision=precision,
                    decode_on_device=bool(settings.get("gpu_decode")) and device_type == "cuda",
-                   prepare_threads=int(settings.get("prepare_threads") or 1))
+                   prepare_threads=int(settings.get("prepare_threads") or 1),
+                   decode_budget_s=float(settings.get("decode_budget_s") or DEFAULT_DECODE_BUDGET_S),
+                   restore_cost=restore_cost)
 
-    def decode(self, body: bytes) -> DecodedImage:
+    def decode(self, body: bytes, budget: CpuBudget | None = None) -> DecodedImage:
         # Only the plain backbone can take a reduced decode: the drift map and the restorer both
         # need every pixel.
         full_size = self.model.afd is not None or self.restorer is not None
         return decode_image(body, max_pixels=self.max_pixels,
-                            min_shorter_side=None if full_size else REDUCED_DECODE_SHORTER_SIDE)
+                            min_shorter_side=None if full_size else REDUCED_DECODE_SHORTER_SIDE, budget=budget)
 
     def prepare(self, row) -> ModelInput:
+        """One request's model input, within its CPU budget (this thread's time: with
+        ``prepare_threads`` each image is prepared on a thread of its own)."""
+        budget = CpuBudget(self.decode_budget_s)
         body = request_bytes(row)
         afd = self.model.afd
         if self.decode_on_device and (afd is None or afd.config.dct_source == "file-grid"):
             on_device = decode_jpeg_on_device(body, self.device, self.max_pixels)
             if on_device is not None:
                 return prepare_on_device(on_device, with_dct=afd is not None)
-        decoded = self.decode(body)
+        decoded = self.decode(body, budget)
+        budget.check("decoding the image")
         if self.restorer is not None:
-            from afdserve.restoration import restore
-
             with torch.inference_mode():
-                restored = restore(self.restorer, decoded.image, self.tiles, self.device)
+                restored = self.restore_cost.restore(self.restorer, decoded.image, self.device)
             # The quality stays the file's own: it describes what the client sent.
             decoded = dataclasses.replace(decoded, image=Image.fromarray(restored))
-        return prepare(decoded, with_dct=afd is not None,
-                       dct_source=afd.config.dct_source if afd is not None else "file-grid")
+            budget = CpuBudget(self.decode_budget_s)  # the restorer had a budget of its own
+        prepared = prepare(decoded, with_dct=afd is not None,
+                           dct_source=afd.config.dct_source if afd is not None else "file-grid")
+        budget.check("preparing the image")
+        return prepared
 
     @torch.inference_mode()
     def predict(self, inputs: list[ModelInput]) -> torch.Tensor:

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from afdserve.imaging.budget import DEFAULT_DECODE_BUDGET_S, BudgetExceeded, CpuBudget
 from afdserve.imaging.decode import ImageDecodeError, decode_image
 from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
-from afdserve.restoration import TileSpec, restore_tensor, to_tensor, to_uint8
+from afdserve.restoration import DEFAULT_RESTORE_BUDGET_S, RestoreCost, TileSpec, to_tensor, to_uint8
 from afdserve.serving.classifier_service import BadRequest, request_bytes
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,21 @@ def load_restorer(model_dir, settings: dict) -> torch.nn.Module:
 
 
 class RestorerService:
+    """Each request has two CPU budgets: ``decode_budget_s`` for decoding it (on the handler's
+    thread) and ``restore_budget_s`` for restoring it (the worker's process); past either it is
+    answered 413 and the rest of the batch goes on."""
+
     def __init__(self, model: torch.nn.Module, model_name: str, version: str, device="cpu",
-                 max_pixels: int = DEFAULT_RESTORER_MAX_PIXELS, tiles: TileSpec = TileSpec()):
+                 max_pixels: int = DEFAULT_RESTORER_MAX_PIXELS, tiles: TileSpec = TileSpec(),
+                 decode_budget_s: float = DEFAULT_DECODE_BUDGET_S,
+                 restore_budget_s: float = DEFAULT_RESTORE_BUDGET_S):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.model_name, self.version = model_name, version
         self.max_pixels = max_pixels
         self.tiles = tiles
+        self.decode_budget_s = decode_budget_s
+        self.restore_cost = RestoreCost(tiles, restore_budget_s)
 
     @classmethod
     def from_model_dir(cls, model_dir, settings: dict, model_name: str, version: str,
@@ -127,25 +136,34 @@ class RestorerService:
         model = load_restorer(model_dir, settings)
         tiles = TileSpec(**settings.get("tiles", {}))
         return cls(model, model_name, version, device,
-                   max_pixels=int(settings.get("max_pixels", DEFAULT_RESTORER_MAX_PIXELS)), tiles=tiles)
+                   max_pixels=int(settings.get("max_pixels", DEFAULT_RESTORER_MAX_PIXELS)), tiles=tiles,
+                   decode_budget_s=float(settings.get("decode_budget_s") or DEFAULT_DECODE_BUDGET_S),
+                   restore_budget_s=float(settings.get("restore_budget_s") or DEFAULT_RESTORE_BUDGET_S))
 
     def prepare(self, row, headers: dict | None) -> tuple[torch.Tensor, OutputFormat, int | None]:
         out = output_format(row, headers)
-        decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels)
-        return to_tensor(decoded.image), out, decoded.quality
+        budget = CpuBudget(self.decode_budget_s)
+        decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels, budget=budget)
+        image = to_tensor(decoded.image)
+        budget.check("decoding the image")
+        return image, out, decoded.quality
 
     @torch.inference_mode()
-    def restore_batch(self, images: list[torch.Tensor]) -> list[np.ndarray]:
+    def restore_batch(self, images: list[torch.Tensor]) -> list[np.ndarray | BudgetExceeded]:
         """Images no larger than a tile and of one size go through in one forward pass; larger
-        ones are restored alone, their tiles batched."""
-        results: list[np.ndarray | None] = [None] * len(images)
+        ones are restored alone, their tiles batched, each within its CPU budget (an image that
+        overruns it gets its BudgetExceeded in place of pixels)."""
+        results: list[np.ndarray | BudgetExceeded | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             h, w = image.shape[-2:]
             if h <= self.tiles.size and w <= self.tiles.size:
                 groups.setdefault((h, w), []).append(i)
-            else:
-                results[i] = to_uint8(restore_tensor(self.model, image.to(self.device), self.tiles))
+                continue
+            try:
+                results[i] = to_uint8(self.restore_cost.restore_tensor(self.model, image.to(self.device)))
+            except BudgetExceeded as err:
+                results[i] = err
         for members in groups.values():
             for start in range(0, len(members), self.tiles.batch):
                 chunk = members[start:start + self.tiles.batch]
@@ -184,6 +202,9 @@ class RestorerService:
             for job, rgb in zip(jobs, restored):
                 if rgb is None:
                     replies[job.idx] = Reply.error(500, "internal error while restoring the image")
+                    continue
+                if isinstance(rgb, BudgetExceeded):
+                    replies[job.idx] = Reply.error(rgb.status, str(rgb))
                     continue
                 body, content_type = encode(rgb, job.out)
                 replies[job.idx] = Reply(200, body, content_type, job.jpeg_quality)
