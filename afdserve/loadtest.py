@@ -9,6 +9,11 @@ it belongs to, and its top-1 class must be the one that body got when sent alone
 With ``--kill-worker-after S`` one worker of the model is SIGKILLed after S seconds: the report
 says how many requests failed and how long until a request sent after the kill was answered
 again. After the load, one more request checks that the server recovered.
+
+With ``--attackers N`` the load runs twice, first with the honest clients alone, then with N more
+clients sending cost bombs (``afdserve.cost_bombs``: small bodies whose structure once cost
+seconds to decode) as fast as they are answered: the report compares the honest clients'
+latencies and errors between the two runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from PIL import Image
 
 from afdserve.ab_stats import latency_summary
+from afdserve.cost_bombs import cost_bombs
 from afdserve.client import Target, TorchServeClient
 from afdserve.management import Management
 from afdserve.server import LocalTorchServe
@@ -51,7 +57,7 @@ def tagged_bodies(count: int = 16) -> dict[int, bytes]:
 
 def run_load(client: TorchServeClient, target: Target, clients: int, duration_s: float,
              kill_after_s: float | None = None, management: Management | None = None,
-             bodies: dict[int, bytes] | None = None) -> dict:
+             bodies: dict[int, bytes] | None = None, attackers: int = 0) -> dict:
     bodies = bodies or tagged_bodies()
     # What each body gets alone, before any load: the reference for correlating answers.
     expected = {}
@@ -61,7 +67,9 @@ def run_load(client: TorchServeClient, target: Target, clients: int, duration_s:
             raise RuntimeError(f"calibration request failed: HTTP {o.status} {o.error}")
         expected[q] = o.top1
 
-    records = []  # (sent_at, done_at, status, mismatch, error)
+    records = []  # (sent_at, done_at, status, mismatch, error, latency)
+    attacks = []  # (bomb name, status, latency)
+    bombs = cost_bombs() if attackers else ()
     lock = threading.Lock()
     kill = {}
     start = time.monotonic()
@@ -93,12 +101,24 @@ def run_load(client: TorchServeClient, target: Target, clients: int, duration_s:
                 records.append((sent, done, o.status, mismatch, None if o.status == 200 else (o.error or "")[:200],
                                 o.latency_s))
 
+    def attacker_loop(n: int):
+        i = n
+        while time.monotonic() < stop_at:
+            bomb = bombs[i % len(bombs)]
+            i += attackers
+            o = client.predict(target, bomb.body)
+            with lock:
+                attacks.append((bomb.name, o.status, o.latency_s))
+
     threads = []
     if kill_after_s is not None:
         threads.append(threading.Thread(target=killer, daemon=True))
         threads[-1].start()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client_loop, range(clients)))
+    with ThreadPoolExecutor(clients + attackers) as pool:
+        loops = [pool.submit(client_loop, n) for n in range(clients)]
+        loops += [pool.submit(attacker_loop, n) for n in range(attackers)]
+        for loop in loops:
+            loop.result()
     wall = time.monotonic() - start
     for t in threads:
         t.join(timeout=30)
@@ -113,6 +133,12 @@ def run_load(client: TorchServeClient, target: Target, clients: int, duration_s:
         "mismatched_answers": [r[3] for r in records if r[3]][:20],
         "mismatched_count": sum(1 for r in records if r[3]),
     }
+    if attackers:
+        report["attackers"] = {
+            "clients": attackers, "requests": len(attacks),
+            "statuses": dict(collections.Counter(str(a[1]) for a in attacks)),
+            "latency_ms": latency_summary([a[2] for a in attacks]),
+        }
     if kill:
         after = [r for r in records if r[0] >= kill["at"] and r[2] == 200]
         first_ok = min((r[1] for r in after), default=None)
@@ -141,6 +167,11 @@ def markdown(report: dict) -> str:
         k = report["kill"]
         lines.append(f"- worker {k['worker_pid']} killed at {k['at_s']} s: {k['failed_requests']} requests failed, "
                      f"answered again {k['recovered_after_s']} s after the kill")
+    if "attackers" in report:
+        a, alat = report["attackers"], report["attackers"]["latency_ms"]
+        statuses = ", ".join(f"{n} x {status}" for status, n in sorted(a["statuses"].items()))
+        lines.append(f"- beside them {a['clients']} attackers sent {a['requests']} cost bombs: {statuses}; "
+                     f"answered in p50 {alat['p50'] or 0:.0f} ms, p99 {alat['p99'] or 0:.0f} ms")
     if report["non_200"]:
         lines += ["", "| status | count | error |", "| --- | --- | --- |"]
         lines += [f"| {f['status']} | {f['count']} | {' '.join((f['error'] or '').split()).replace('|', '/')[:120]} |"
@@ -157,12 +188,50 @@ def cmd_loadtest(args) -> int:
         server = LocalTorchServe("model_store", {}, workdir=Path(args.key_file).resolve().parent,
                                  config_file=args.config, foreground=False)
         management = Management.for_server(server)
-    report = run_load(client, target, args.clients, args.duration, args.kill_worker_after, management)
-    print(markdown(report))
+    if args.attackers:
+        report = attack_comparison(client, target, args.clients, args.duration, args.attackers)
+        text = attack_markdown(report)
+        ok = all(r["recovered"] and not r["mismatched_count"] for r in (report["alone"], report["attacked"]))
+    else:
+        report = run_load(client, target, args.clients, args.duration, args.kill_worker_after, management)
+        text = markdown(report)
+        ok = report["recovered"] and not report["mismatched_count"]
+    print(text)
     if args.json:  # and the Markdown beside it
         Path(args.json).write_text(json.dumps(report, indent=2))
-        Path(args.json).with_suffix(".md").write_text(markdown(report))
-    return 0 if report["recovered"] and not report["mismatched_count"] else 1
+        Path(args.json).with_suffix(".md").write_text(text)
+    return 0 if ok else 1
+
+
+def attack_comparison(client: TorchServeClient, target: Target, clients: int, duration_s: float,
+                      attackers: int) -> dict:
+    """The honest clients alone, then beside ``attackers`` clients sending cost bombs."""
+    bodies = tagged_bodies()
+    alone = run_load(client, target, clients, duration_s, bodies=bodies)
+    attacked = run_load(client, target, clients, duration_s, bodies=bodies, attackers=attackers)
+    p99_alone, p99_attacked = alone["latency_ms"]["p99"], attacked["latency_ms"]["p99"]
+    return {"target": str(target), "alone": alone, "attacked": attacked,
+            "p99_ratio": round(p99_attacked / p99_alone, 2) if p99_alone and p99_attacked else None}
+
+
+def attack_markdown(report: dict) -> str:
+    rows = []
+    for phase, label in (("alone", "honest clients alone"), ("attacked", "beside the attackers")):
+        r = report[phase]
+        lat = r["latency_ms"]
+        errors = sum(f["count"] for f in r["non_200"])
+        rows.append(f"| {label} | {r['clients']} | {r['requests']} | {errors} | {lat['p50'] or 0:.0f} | "
+                    f"{lat['p99'] or 0:.0f} | {r['throughput_rps']} |")
+    a = report["attacked"]["attackers"]
+    statuses = ", ".join(f"{n} x {status}" for status, n in sorted(a["statuses"].items()))
+    return "\n".join([
+        f"# Cost bombs against {report['target']}", "",
+        "| run | honest clients | honest requests | honest non-200 | p50 ms | p99 ms | honest req/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        f"- honest p99 beside the attackers / alone: {report['p99_ratio']}",
+        f"- {a['clients']} attackers sent {a['requests']} bombs ({len(cost_bombs())} kinds, afdserve.cost_bombs): "
+        f"{statuses}; their p50 {a['latency_ms']['p50'] or 0:.0f} ms, p99 {a['latency_ms']['p99'] or 0:.0f} ms",
+    ]) + "\n"
 
 
 def add_commands(subparsers) -> None:
@@ -172,6 +241,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--duration", type=float, default=20, help="seconds of load (default: %(default)s)")
     p.add_argument("--kill-worker-after", type=float, default=None, metavar="S",
                    help="SIGKILL one worker of the model after S seconds (same machine only)")
+    p.add_argument("--attackers", type=int, default=0, metavar="N",
+                   help="run twice: the clients alone, then beside N clients sending cost bombs, and compare")
     p.add_argument("--url", default="http://127.0.0.1:8080")
     p.add_argument("--key-file", default="key_file.json")
     p.add_argument("--config", default="config.properties", help="for the management address with --kill-worker-after")

@@ -1,19 +1,19 @@
 """What a file's structure will cost to decode, read before any pixel is: the cost limits.
 
 The pixel limit bounds how much memory an image takes, not how much work its file asks for. Some
-structures multiply the work far beyond the pixels (each measured with Pillow 13 on this project's
-2-core machine, ``scripts/measure_cost_bombs.py``):
+structures multiply the work far beyond the pixels (CPU time on this project's 2-core machine,
+Pillow 13: ``scripts/measure_cost_bombs.py``, ``results/cost-bombs/cost_bombs.md``):
 
 * a progressive JPEG's scans: libjpeg decodes every scan over every block, so a 36-megapixel
-  flat image whose last scan is repeated 200 times (0.2 MB) took 8 s, 2000 times 49 s;
-* marker segments before the first scan, which Pillow parses one by one in Python: 4 MB of empty
-  comment segments took 1.6 s, 7 MB of repeated quantisation tables 0.6 s;
-* PNG chunks, each parsed in Python by Pillow: 12 MB of empty private chunks took 5.9 s, 15 MB of
-  tiny text chunks 4.7 s, 13 MB of one-byte IDAT chunks 2.9 s.
+  flat image whose last scan is repeated 2000 times (0.33 MB) took 48.9 s;
+* marker segments before the first scan, which Pillow parses one by one in Python: 1.6 MB of
+  empty comment segments took 1.6 s;
+* PNG chunks, each parsed in Python by Pillow: 1.2 MB of empty private chunks took 0.6 s, and
+  the cost grows with the body, up to 16 MiB.
 
 :func:`check_structure` counts those from the bytes (a walk over the markers or chunks, the
 entropy-coded data skipped with one regular-expression search per scan) and refuses a file over a
-limit with a 413 that names what was too costly. What it does not need to bound, measured too:
+limit with a 413 that names what was too costly. What it does not need to bound, measured by hand:
 restart-marker floods (8 MB of RST markers in a scan: 0.2 s, libjpeg resynchronises cheaply),
 Huffman-table floods (8.6 MB of DHT segments: 0.1 s), WebP chunk floods (8 MB of unknown chunks:
 0.1 s, libwebp's demuxer is C) and animation frame counts (an animated PNG or WebP is refused from
