@@ -13,9 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     # 3.10+: the served code evaluates X | Y annotations at run time.
     python_requires=">=3.10",
-    packages=find_packages(include=["afdserve", "afdserve.*"]) + ["afdserve.handlers"],
-    # handlers/ sits at the top of the repository and installs as afdserve.handlers.
-    package_dir={"afdserve.handlers": "handlers"},
+    packages=find_packages(include=["afdserve", "afdserve.*"]),
     package_data={"afdserve": ["data/*.json", "weights/*.pt", "weights/*.json", "weights/*.md"]},
     install_requires=[
         "torch>=2.1",

@@ -7,9 +7,9 @@ import sys
 
 # Modules that define ``add_commands(subparsers)``; imported lazily so ``afdserve --help`` stays
 # fast and a missing optional dependency only breaks the subcommand that needs it.
-COMMAND_MODULES = ["afdserve.archive", "afdserve.server", "afdserve.evaluation", "afdserve.bench", "afdserve.training",
-                   "afdserve.restorer_training", "afdserve.restorer_eval", "afdserve.management", "afdserve.ab",
-                   "afdserve.loadtest"]
+COMMAND_MODULES = ["afdserve.packaging.archive", "afdserve.ops.server", "afdserve.evaluation.accuracy", "afdserve.experiments.bench", "afdserve.train.afd",
+                   "afdserve.train.restorer", "afdserve.evaluation.restorer_report", "afdserve.ops.management", "afdserve.experiments.ab",
+                   "afdserve.experiments.loadtest"]
 
 
 def main(argv=None) -> int:

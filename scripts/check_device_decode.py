@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from afdserve.evaluation import DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities, service_from_archive
-from afdserve.manifest import served_archives
+from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities, service_from_archive
+from afdserve.packaging.manifest import served_archives
 from afdserve.serving.worker_process import prepare_worker_process
 
 MODELS = ("afd_classifier", "lite0_baseline")

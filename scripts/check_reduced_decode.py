@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder, service_from_archive
+from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, load_labelled_folder, service_from_archive
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import ModelInput, image_tensor
-from afdserve.manifest import served_archives
+from afdserve.packaging.manifest import served_archives
 
 SIDES = (None, 512, 256)  # None: every pixel decoded
 

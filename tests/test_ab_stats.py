@@ -1,4 +1,4 @@
-"""A/B statistics (afdserve.ab_stats): hand-computed values, scipy where it is installed, edge
+"""A/B statistics (afdserve.evaluation.ab_stats): hand-computed values, scipy where it is installed, edge
 cases, and the coverage of the paired interval by exact enumeration of small tables."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from afdserve import ab_stats as ab
+from afdserve.evaluation import ab_stats as ab
 
 Z95 = 1.959963984540054
 

@@ -11,8 +11,8 @@ import requests
 from PIL import Image
 from skimage import data
 
-from afdserve.archive import CLASSIFIERS, build_classifier_archive
-from afdserve.evaluation import service_from_archive
+from afdserve.packaging.archive import CLASSIFIERS, build_classifier_archive
+from afdserve.evaluation.accuracy import service_from_archive
 
 pytestmark = pytest.mark.e2e
 # The AFD classifier and its control; restore_classify is tested with the restorer (test_e2e_restorer).

@@ -33,7 +33,7 @@ from PIL import Image
 
 from afdserve.imaging.decode import ImageDecodeError, decode_image
 from afdserve.imaging.preprocess import prepare
-from afdserve.restoration import TileSpec
+from afdserve.serving.restoration import TileSpec
 from afdserve.serving.classifier_service import ClassifierService, request_bytes
 from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, RestorerService
 from hostile_corpus import (
@@ -106,7 +106,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def classifier() -> ClassifierService:
     """afd_classifier as its archive serves it: the afd_v1 module on the ImageNet Lite0, fused."""
-    from afdserve.archive import CLASSIFIERS, PACKAGE_DIR
+    from afdserve.packaging.archive import CLASSIFIERS, PACKAGE_DIR
     from afdserve.models.classifier import build_classifier, fuse_for_deployment
 
     spec = CLASSIFIERS["afd_classifier"]
@@ -234,7 +234,7 @@ CONCURRENCY = 4
 
 @pytest.fixture(scope="module")
 def model_store(tmp_path_factory):
-    from afdserve.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
+    from afdserve.packaging.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
 
     store = tmp_path_factory.mktemp("hostile_store")
     weights = tmp_path_factory.mktemp("hostile_weights") / "tiny_swinir.pth"

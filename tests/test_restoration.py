@@ -11,7 +11,7 @@ from skimage import data
 
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig
-from afdserve.restoration import TileSpec, restore, restore_tensor, tile_starts
+from afdserve.serving.restoration import TileSpec, restore, restore_tensor, tile_starts
 from afdserve.serving.classifier_service import BadRequest
 from afdserve.serving.restorer_service import OutputFormat, RestorerService, output_format
 

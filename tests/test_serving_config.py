@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage import data
 
-from afdserve.archive import CLASSIFIERS, RESTORERS, ServingConfig
+from afdserve.packaging.archive import CLASSIFIERS, RESTORERS, ServingConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 from afdserve.serving.classifier_service import ClassifierService
 from afdserve.serving.torchserve_context import apply_worker_threads
@@ -122,7 +122,7 @@ def test_gpu_decode_is_used_only_on_gpu_workers_that_ask_for_it(monkeypatch, dev
     # Loading the weights is not what is tested here, nor is a GPU needed to choose the path.
     monkeypatch.setattr(cs, "load_deployed", lambda afd, path: build_classifier(None, pretrained=False, deploy=True))
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
-    from afdserve.archive import PACKAGE_DIR
+    from afdserve.packaging.archive import PACKAGE_DIR
 
     settings = ServingConfig(gpu_decode=gpu_decode).settings()
     service = ClassifierService.from_model_dir(PACKAGE_DIR / "data", settings, "m", "1", device=device)

@@ -119,7 +119,7 @@ class ClassifierService:
         restorer = tiles = None
         max_pixels = DEFAULT_MAX_PIXELS
         if settings.get("restorer"):
-            from afdserve.restoration import TileSpec
+            from afdserve.serving.restoration import TileSpec
             from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
 
             restorer = load_restorer(model_dir, settings["restorer"])
@@ -149,7 +149,7 @@ class ClassifierService:
                 return prepare_on_device(on_device, with_dct=afd is not None)
         decoded = self.decode(body)
         if self.restorer is not None:
-            from afdserve.restoration import restore
+            from afdserve.serving.restoration import restore
 
             with torch.inference_mode():
                 restored = restore(self.restorer, decoded.image, self.tiles, self.device)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from afdserve.imaging.decode import ImageDecodeError, decode_image
 from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
-from afdserve.restoration import TileSpec, restore_tensor, to_tensor, to_uint8
+from afdserve.serving.restoration import TileSpec, restore_tensor, to_tensor, to_uint8
 from afdserve.serving.classifier_service import BadRequest, request_bytes
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from afdserve.ab_stats import latency_summary
+from afdserve.evaluation.ab_stats import latency_summary
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 DEFAULT_KEY_FILE = "key_file.json"

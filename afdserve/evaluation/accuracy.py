@@ -6,7 +6,7 @@ Two uses:
 - ``afdserve evaluate --run runs/afd-v1``: a trained AFD module against the plain backbone on the
   run's validation images (never trained on), at many JPEG qualities under two protocols, with
   the share of the JPEG drop won back (paired bootstrap interval), the module's cost, a Markdown
-  table, JSON and a PNG plot. See ``afdserve.afd_report``.
+  table, JSON and a PNG plot. See ``afdserve.evaluation.afd_report``.
 """
 
 import csv
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from afdserve.serving.classifier_service import ClassifierService
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-samples"
 
 
 @dataclass
@@ -117,7 +117,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_dispatch(args) -> int:
     if args.run:
-        from afdserve.afd_report import cmd_evaluate_runs
+        from afdserve.evaluation.afd_report import cmd_evaluate_runs
 
         return cmd_evaluate_runs(args)
     return cmd_evaluate(args)

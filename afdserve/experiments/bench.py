@@ -29,15 +29,15 @@ import torch
 import yaml
 from PIL import Image
 
-from afdserve.ab_stats import latency_summary
-from afdserve.client import Target, TorchServeClient
-from afdserve.evaluation import service_from_archive
+from afdserve.evaluation.ab_stats import latency_summary
+from afdserve.ops.client import Target, TorchServeClient
+from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
-from afdserve.manifest import served_archives
-from afdserve.server import LocalTorchServe, free_ports
+from afdserve.packaging.manifest import served_archives
+from afdserve.ops.server import LocalTorchServe, free_ports
 from afdserve.serving.worker_process import prepare_worker_process
 
-REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.properties"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.properties"
 STAGES = ("decode", "resize", "dct", "model", "serialize")
 # (label, width, height): ImageNet's typical 500x375 web photo, smaller and larger ones.
 SIZES = (("320x240", 320, 240), ("500x375", 500, 375), ("1600x1200", 1600, 1200), ("4000x3000", 4000, 3000))

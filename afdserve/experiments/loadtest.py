@@ -25,10 +25,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from afdserve.ab_stats import latency_summary
-from afdserve.client import Target, TorchServeClient
-from afdserve.management import Management
-from afdserve.server import LocalTorchServe
+from afdserve.evaluation.ab_stats import latency_summary
+from afdserve.ops.client import Target, TorchServeClient
+from afdserve.ops.management import Management
+from afdserve.ops.server import LocalTorchServe
 
 # The photos scikit-image ships (its data module needs no download for these).
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")

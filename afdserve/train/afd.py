@@ -13,7 +13,7 @@ The loss pulls the student towards the teacher: ``kd`` (KL divergence of the out
 distributions), ``feature`` (MSE of the features right after the AFD module against the clean
 features there) or ``both``.
 
-``afdserve train --steps 1800`` (or ``python -m afdserve.training``) writes into ``runs/afd-<name>``:
+``afdserve train --steps 1800`` (or ``python -m afdserve.train.afd``) writes into ``runs/afd-<name>``:
 ``afd_module.pt`` (the AFD state dict, unfused, plain tensors), ``afd_module.json`` (the recipe and
 results), ``afd_module.md``, ``split.json``, ``train_log.jsonl`` and ``checkpoint.pt`` (for
 ``--resume``).
@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import afdserve
-from afdserve.evaluation import DEFAULT_DATA_DIR, LabelledImage, jpeg_bytes, load_labelled_folder
+from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, LabelledImage, jpeg_bytes, load_labelled_folder
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
@@ -719,7 +719,7 @@ def add_commands(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afdserve.training", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m afdserve.train.afd", description=__doc__.split("\n\n")[0])
     add_train_arguments(parser)
     return cmd_train(parser.parse_args(argv))
 

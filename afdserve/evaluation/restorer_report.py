@@ -26,16 +26,16 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from afdserve.afd_report import PROTOCOLS, bootstrap_share, deployed_pair, load_run, pct, protocol_bytes
-from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder, parse_qualities
+from afdserve.evaluation.afd_report import PROTOCOLS, bootstrap_share, deployed_pair, load_run, pct, protocol_bytes
+from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, load_labelled_folder, parse_qualities
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.swinir import count_macs, load_swinir_checkpoint
-from afdserve.restoration import TileSpec, restore
-from afdserve.restoration_metrics import measure
+from afdserve.serving.restoration import TileSpec, restore
+from afdserve.evaluation.restoration_metrics import measure
 
 TESTSETS_DIR = DEFAULT_DATA_DIR.parent / "jpeg-car-testsets"
-RELEASE_DIR = Path(__file__).resolve().parent / "weights"
+RELEASE_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 # SwinIR-M (Liang et al. 2021), one model per quality: ../shared/docs/method-notes.md.
 PUBLISHED_SWINIR_M = {

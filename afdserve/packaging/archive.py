@@ -8,7 +8,6 @@ pip dependencies (torch, timm, pillow, numpy, pyyaml) serves it.
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -22,16 +21,15 @@ import torch
 import yaml
 
 import afdserve
-from afdserve.manifest import archive_file_name, write_manifest
+from afdserve.packaging.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 from afdserve.serving.classifier_service import PRECISIONS
 
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
-# handlers/ installs as afdserve.handlers; find its folder without importing the handlers.
-HANDLERS_DIR = Path(importlib.util.find_spec("afdserve.handlers").submodule_search_locations[0])
+HANDLERS_DIR = PACKAGE_DIR / "handlers"
 # The library parts a handler imports at serve time; the CLI, server and builder stay out.
-SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data", "restoration.py"]
+SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data"]
 
 
 @dataclass(frozen=True)

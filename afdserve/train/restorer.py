@@ -35,12 +35,12 @@ from PIL import Image
 from tqdm import tqdm
 
 import afdserve
-from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, load_labelled_folder
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir_checkpoint
-from afdserve.restoration import TileSpec, restore
-from afdserve.restoration_metrics import psnr
-from afdserve.training import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
+from afdserve.serving.restoration import TileSpec, restore
+from afdserve.evaluation.restoration_metrics import psnr
+from afdserve.train.afd import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
                                lr_factor, pick_device, split_images, truncate_log)
 
 CHECKPOINT = "checkpoint.pt"
@@ -362,7 +362,7 @@ def add_commands(subparsers) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afdserve.restorer_training")
+    parser = argparse.ArgumentParser(prog="python -m afdserve.train.restorer")
     add_arguments(parser)
     return cmd_train_restorer(parser.parse_args(argv))
 

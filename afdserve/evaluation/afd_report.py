@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from afdserve.evaluation import LabelledImage, jpeg_bytes, load_labelled_folder, parse_qualities
+from afdserve.evaluation.accuracy import LabelledImage, jpeg_bytes, load_labelled_folder, parse_qualities
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, RESIZE_SHORTER, collate, prepare
 from afdserve.models.afd import AFDConfig

@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from afdserve.manifest import ArchiveVerificationError, served_archives, verify_archive
+from afdserve.packaging.manifest import ArchiveVerificationError, served_archives, verify_archive
 
 TS_NAMESPACE = "org.pytorch.serve.ModelServer"  # in the java command line; what ts itself checks
 PID_FILE_NAME = ".model_server.pid"  # written by `torchserve --start` into $TMPDIR
@@ -180,7 +180,7 @@ def write_properties(base: Path, dest: Path, overrides: dict) -> None:
         else:
             out.append(line)
     if pending:
-        out.append(f"# added by afdserve.server for this run (base: {base})")
+        out.append(f"# added by afdserve.ops.server for this run (base: {base})")
         out.extend(f"{k}={v}" for k, v in pending.items())
     dest.write_text("\n".join(out) + "\n", encoding="utf-8")
 
@@ -442,7 +442,7 @@ class LocalTorchServe:
                 "missing model archive(s): %s; build them with `afdserve build` (or `make build`)"
                 % ", ".join(str(p) for p in missing)
             )
-        # Every archive must match its manifest (afdserve.manifest): what is served is what was built.
+        # Every archive must match its manifest (afdserve.packaging.manifest): what is served is what was built.
         for _, path in self.archives():
             try:
                 verify_archive(path)
@@ -674,7 +674,7 @@ def _print_usage(server: LocalTorchServe, models) -> None:
 
 def _server_from_args(args) -> LocalTorchServe:
     """Every version of each named model in the store (NAME.VERSION.mar), retired ones left
-    out, the recorded default first (see afdserve.manifest.served_archives)."""
+    out, the recorded default first (see afdserve.packaging.manifest.served_archives)."""
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     models = {}
     for name in names:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from afdserve.ab_stats import agreement, latency_summary, noninferiority, paired_difference, wilson_interval
-from afdserve.client import Target, TorchServeClient
-from afdserve.evaluation import jpeg_bytes, load_labelled_folder, parse_qualities
+from afdserve.evaluation.ab_stats import agreement, latency_summary, noninferiority, paired_difference, wilson_interval
+from afdserve.ops.client import Target, TorchServeClient
+from afdserve.evaluation.accuracy import jpeg_bytes, load_labelled_folder, parse_qualities
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
