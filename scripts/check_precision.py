@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from afdserve.evaluation.accuracy import (DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities,
-                                 service_from_archive)
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
+from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.serving.worker_process import prepare_worker_process
 from afdserve.packaging.manifest import served_archives
 from afdserve.serving.classifier_service import ClassifierService

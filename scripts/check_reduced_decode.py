@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, load_labelled_folder, service_from_archive
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import ModelInput, image_tensor
 from afdserve.packaging.manifest import served_archives

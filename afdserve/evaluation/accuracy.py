@@ -9,53 +9,18 @@ Two uses:
   table, JSON and a PNG plot. See ``afdserve.evaluation.afd_report``.
 """
 
-import csv
-import io
 import json
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from PIL import Image
 from tqdm import tqdm
 
+from afdserve.data.folders import DEFAULT_DATA_DIR, LabelledImage, load_labelled_folder
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
 from afdserve.serving.classifier_service import ClassifierService
-
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-samples"
-
-
-@dataclass
-class LabelledImage:
-    path: Path
-    label: int
-
-
-def load_labelled_folder(data_dir: Path) -> list[LabelledImage]:
-    """Images and labels from ``labels.csv`` (columns ``file`` and ``class_index``) beside an
-    ``images/`` folder, as in the ImageNet samples."""
-    data_dir = Path(data_dir)
-    with open(data_dir / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [LabelledImage(data_dir / "images" / r["file"], int(r["class_index"])) for r in rows]
-
-
-def jpeg_bytes(path: Path, quality: int | None) -> bytes:
-    """The file as stored (quality None) or re-encoded by Pillow at ``quality``, the way
-    users' compressed files are mostly made."""
-    raw = path.read_bytes()
-    if quality is None:
-        return raw
-    with Image.open(io.BytesIO(raw)) as im:
-        out = io.BytesIO()
-        im.convert("RGB").save(out, format="JPEG", quality=quality)
-        return out.getvalue()
-
-
-def parse_qualities(text: str) -> list[int | None]:
-    return [None if q.strip() == "original" else int(q) for q in text.split(",")]
 
 
 def service_from_archive(mar_path: Path, workdir: Path, device="cpu"):

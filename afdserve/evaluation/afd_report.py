@@ -23,7 +23,8 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from afdserve.evaluation.accuracy import LabelledImage, jpeg_bytes, load_labelled_folder, parse_qualities
+from afdserve.data.folders import LabelledImage, load_labelled_folder
+from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, RESIZE_SHORTER, collate, prepare
 from afdserve.models.afd import AFDConfig
@@ -81,11 +82,10 @@ def protocol_bytes(path: Path, protocol: str, quality: int | None) -> bytes:
     if protocol == "P2":
         return jpeg_bytes(path, quality)
     crop = centre_crop_224(decode_image(path.read_bytes()).image)
+    if quality is not None:
+        return encode_jpeg(crop, quality)
     out = io.BytesIO()
-    if quality is None:
-        crop.save(out, format="PNG")  # lossless: the clean reference
-    else:
-        crop.save(out, format="JPEG", quality=quality)
+    crop.save(out, format="PNG")  # lossless: the clean reference
     return out.getvalue()
 
 

@@ -21,21 +21,8 @@ from tqdm import tqdm
 
 from afdserve.evaluation.ab_stats import agreement, latency_summary, noninferiority, paired_difference, wilson_interval
 from afdserve.ops.client import Target, TorchServeClient
-from afdserve.evaluation.accuracy import jpeg_bytes, load_labelled_folder, parse_qualities
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-
-
-def load_images(folder: Path) -> list[tuple[Path, int | None]]:
-    """(path, label) from labels.csv + images/ (the ImageNet samples' layout), or every image in
-    the folder without labels."""
-    folder = Path(folder)
-    if (folder / "labels.csv").is_file():
-        return [(item.path, item.label) for item in load_labelled_folder(folder)]
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise SystemExit(f"no labels.csv and no images in {folder}")
-    return [(p, None) for p in paths]
+from afdserve.data.folders import load_images
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
 
 
 def replay(client: TorchServeClient, a: Target, b: Target, images, quality, concurrency: int,

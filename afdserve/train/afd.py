@@ -25,7 +25,6 @@ import argparse
 import collections
 import contextlib
 import hashlib
-import io
 import json
 import math
 import os
@@ -43,7 +42,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import afdserve
-from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, LabelledImage, jpeg_bytes, load_labelled_folder
+from afdserve.data.folders import DEFAULT_DATA_DIR, LabelledImage, load_labelled_folder
+from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
+from afdserve.data.splits import SPLIT_RULE, split_images
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
@@ -62,24 +63,6 @@ TRAIN_LOG = "train_log.jsonl"
 # the result and must match.
 RESUMABLE_CHANGES = {"resume", "out", "name", "no_progress", "workers", "threads", "device", "max_minutes", "pause_at",
                      "checkpoint_every", "log_every", "val_batch", "func", "command"}
-
-
-# ----------------------------------------------------------------------------- split
-
-
-def split_key(name: str) -> float:
-    """A file's place in [0, 1), from the SHA-256 of its name: a file stays on its side of the
-    split whatever other files the folder holds."""
-    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
-
-
-def split_images(images: list[LabelledImage], val_fraction: float):
-    """(train, validation): validation holds the files whose key is below ``val_fraction``."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    train = [i for i in images if split_key(i.path.name) >= val_fraction]
-    val = [i for i in images if split_key(i.path.name) < val_fraction]
-    return train, val
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -140,10 +123,8 @@ def make_pair(clean: Image.Image, rng: np.random.Generator, recipe: PairRecipe):
     if rng.random() < 0.5:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     quality = recipe.draw_quality(rng)
-    buf = io.BytesIO()
-    crop.save(buf, format="JPEG", quality=quality)
     # The serving path, byte for byte: decode, estimate quality from the tables, prepare.
-    student = prepare(decode_image(buf.getvalue()), dct_source=recipe.dct_source)
+    student = prepare(decode_image(encode_jpeg(crop, quality)), dct_source=recipe.dct_source)
     # Same size, no EXIF: image_tensor crops the clean image exactly as prepare cropped the JPEG.
     teacher = image_tensor(crop)
     return student, teacher, quality
@@ -417,7 +398,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     if not train_images:
         raise SystemExit(f"no training images in {args.data} with --val-fraction {args.val_fraction}")
     split = {"data": str(Path(args.data).resolve()), "val_fraction": args.val_fraction,
-             "rule": "validation iff sha256(file name)[:8] / 2**64 < val_fraction",
+             "rule": SPLIT_RULE,
              "train": [i.path.name for i in train_images], "val": [i.path.name for i in val_images]}
     atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
 
@@ -520,7 +501,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
 
     validation = []
     if val_images and args.val_qualities:
-        qualities = [None if q == "original" else int(q) for q in args.val_qualities.split(",")]
+        qualities = parse_qualities(args.val_qualities)
         print(f"validating on {len(val_images)} images at {args.val_qualities}", flush=True)
         validation = validate(student, teacher, val_images, qualities, args.dct_source, device,
                               batch_size=args.val_batch, workers=args.workers)

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
-import io
 import json
-import math
 import os
 import platform
 import sys
@@ -35,13 +33,15 @@ from PIL import Image
 from tqdm import tqdm
 
 import afdserve
-from afdserve.evaluation.accuracy import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.jpeg import jpeg_roundtrip
+from afdserve.data.splits import split_images
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir_checkpoint
 from afdserve.serving.restoration import TileSpec, restore
 from afdserve.evaluation.restoration_metrics import psnr
 from afdserve.train.afd import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
-                               lr_factor, pick_device, split_images, truncate_log)
+                               lr_factor, pick_device, truncate_log)
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "restorer.pt"
@@ -91,9 +91,7 @@ def make_patch_pair(clean: Image.Image, rng: np.random.Generator, recipe: PatchR
         patch = patch[:, ::-1]
     patch = np.ascontiguousarray(patch)
     quality = int(rng.integers(recipe.quality_range[0], recipe.quality_range[1] + 1))
-    buf = io.BytesIO()
-    Image.fromarray(patch).save(buf, format="JPEG", quality=quality)
-    decoded = np.asarray(decode_image(buf.getvalue()).image)  # the serving decoder
+    _, decoded = jpeg_roundtrip(patch, quality)  # decoded by the serving decoder
 
     def tensor(a):
         return torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255)
@@ -125,12 +123,6 @@ def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Te
 # ----------------------------------------------------------------------------- validation
 
 
-def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return np.asarray(decode_image(buf.getvalue()).image)
-
-
 @torch.no_grad()
 def validate(model: SwinIR, images: list[Image.Image], qualities: list[int], device) -> list[dict]:
     """Mean PSNR (RGB) of the JPEG input and of the restored image on held-out images (a centre
@@ -144,7 +136,7 @@ def validate(model: SwinIR, images: list[Image.Image], qualities: list[int], dev
             side = min(256, w, h) // 8 * 8
             left, top = (w - side) // 2 // 8 * 8, (h - side) // 2 // 8 * 8
             clean = np.asarray(im.crop((left, top, left + side, top + side)))
-            jpeg = jpeg_roundtrip(clean, quality)
+            _, jpeg = jpeg_roundtrip(clean, quality)
             restored = restore(model, jpeg, TileSpec(), device)
             before.append(psnr(jpeg, clean))
             after.append(psnr(restored, clean))
