@@ -34,7 +34,7 @@ def timed_prepare(service, body: bytes, on_device: bool):
     if service.device.type == "cuda":
         torch.cuda.synchronize(service.device)
     t0 = time.perf_counter()
-    inp = service.prepare(body)
+    inp = service.decode(body)
     if service.device.type == "cuda":
         torch.cuda.synchronize(service.device)
     return inp, 1000 * (time.perf_counter() - t0)
@@ -49,7 +49,7 @@ def compare(service, images, quality) -> dict:
         body = jpeg_bytes(item.path, quality)
         pillow, ms_pillow = timed_prepare(service, body, on_device=False)
         device, ms_device = timed_prepare(service, body, on_device=True)
-        probs = service.predict([pillow, device])
+        probs = service.predict(service.batch([pillow, device]))
         top = probs.argmax(-1).tolist()
         s["top1_pillow"] += top[0] == item.label
         s["top1_device"] += top[1] == item.label

@@ -31,11 +31,11 @@ def run(services: dict, images, quality) -> dict:
     stats = {p: {"correct": 0, "agree": 0, "max_prob_diff": 0.0, "model_s": 0.0} for p in services}
     for start in tqdm(range(0, len(images), BATCH), desc=f"q{quality or 'original'}", leave=False):
         chunk = images[start:start + BATCH]
-        inputs = [services["float32"].prepare(jpeg_bytes(i.path, quality)) for i in chunk]
+        inputs = [services["float32"].decode(jpeg_bytes(i.path, quality)) for i in chunk]
         probs = {}
         for precision, service in services.items():
             t0 = time.perf_counter()
-            probs[precision] = service.predict(inputs)
+            probs[precision] = service.predict(service.batch(inputs))
             stats[precision]["model_s"] += time.perf_counter() - t0
         for precision, p in probs.items():
             s = stats[precision]

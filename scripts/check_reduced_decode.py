@@ -44,7 +44,7 @@ def compare(service, bodies_and_labels, desc: str) -> dict:
         for side in SIDES:
             decoded = decode_image(body, min_shorter_side=side)
             inputs[side] = image_tensor(decoded.image)
-            probs = service.predict([ModelInput(inputs[side], None, decoded.quality)])
+            probs = service.predict(service.batch([ModelInput(inputs[side], None, decoded.quality)]))
             top1[side] = int(probs[0].argmax())
             stats[side]["reduction"].append(decoded.reduction)
         for side in SIDES:

@@ -34,7 +34,8 @@ from PIL import Image
 from afdserve.imaging.decode import ImageDecodeError, decode_image
 from afdserve.imaging.preprocess import prepare
 from afdserve.serving.restoration import TileSpec
-from afdserve.serving.classifier_service import ClassifierService, request_bytes
+from afdserve.serving.classifier_service import ClassifierService
+from afdserve.serving.requests import request_bytes
 from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, RestorerService
 from hostile_corpus import (
     CLASSIFIER_MAX_PIXELS,
@@ -140,8 +141,6 @@ def upright_size(case: Case) -> tuple[int, int]:
 
 def run_in_process(service, handler: str, rows: list) -> list[tuple[int, str, bytes]]:
     """(status, content type, body bytes) per row, as the handler would send them."""
-    if handler == "classifier":
-        return [(a.status, "application/json", a.json().encode()) for a in service.handle(rows)]
     return [(r.status, r.content_type, r.body) for r in service.handle(rows, [{}] * len(rows))]
 
 
@@ -204,7 +203,7 @@ def test_whole_corpus_through_the_device_decode(classifier):
     assert [a.status for a in got] == [case.expected["classifier"] for case in CASES]
     for case, a, b in zip(CASES, got, want):
         if a.status == 200:
-            assert a.body["top_k"][0]["index"] == b.body["top_k"][0]["index"], case.name
+            assert a.json()["top_k"][0]["index"] == b.json()["top_k"][0]["index"], case.name
 
 
 @pytest.mark.parametrize("handler", HANDLERS)

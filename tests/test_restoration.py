@@ -12,7 +12,7 @@ from skimage import data
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig
 from afdserve.serving.restoration import TileSpec, restore, restore_tensor, tile_starts
-from afdserve.serving.classifier_service import BadRequest
+from afdserve.serving.requests import BadRequest
 from afdserve.serving.restorer_service import OutputFormat, RestorerService, output_format
 
 TINY = SwinIRConfig(embed_dim=16, depths=(1, 1), num_heads=(2, 2), window_size=8, img_size=16, drop_path_rate=0.0)

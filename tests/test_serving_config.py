@@ -51,8 +51,8 @@ def test_reduced_precision_gives_the_float32_answer(precision):
     reduced = ClassifierService(fuse_for_deployment(build_classifier(None, pretrained=True)), labels,
                                 "lite0_baseline", "1.0", precision=precision)
     body = encode(Image.fromarray(data.chelsea()), quality=75)
-    inputs = [full.prepare(body)]
-    want, got = full.predict(inputs), reduced.predict(inputs)
+    inputs = [full.decode(body)]
+    want, got = full.predict(full.batch(inputs)), reduced.predict(reduced.batch(inputs))
     assert got.dtype == torch.float32 and next(reduced.model.parameters()).dtype != torch.float32
     assert got.argmax() == want.argmax()
     assert (got - want).abs().max() < 0.05

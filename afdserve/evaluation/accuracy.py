@@ -21,6 +21,8 @@ from tqdm import tqdm
 from afdserve.data.folders import DEFAULT_DATA_DIR, LabelledImage, load_labelled_folder
 from afdserve.data.jpeg import jpeg_bytes, parse_qualities
 from afdserve.serving.classifier_service import ClassifierService
+from afdserve.serving.restorer_service import RestorerService
+from afdserve.serving.settings import ArchiveSettings
 
 
 def service_from_archive(mar_path: Path, workdir: Path, device="cpu"):
@@ -29,11 +31,9 @@ def service_from_archive(mar_path: Path, workdir: Path, device="cpu"):
     with zipfile.ZipFile(mar_path) as z:
         z.extractall(workdir)
     manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())
-    settings = yaml.safe_load((workdir / "model-config.yaml").read_text())["afdserve"]
+    settings = ArchiveSettings.from_dict(yaml.safe_load((workdir / "model-config.yaml").read_text())["afdserve"])
     model = manifest["model"]
-    service_class = ClassifierService
-    if "swinir" in settings:
-        from afdserve.serving.restorer_service import RestorerService as service_class
+    service_class = RestorerService if settings.is_restorer else ClassifierService
     return service_class.from_model_dir(workdir, settings, model["modelName"], model.get("modelVersion", ""),
                                         device=device)
 
@@ -51,7 +51,7 @@ def evaluate_service(service: ClassifierService, images: list[LabelledImage], qu
         answers = service.handle(bodies)
         seconds += time.perf_counter() - t0
         for item, answer in zip(chunk, answers):
-            predicted = [entry["index"] for entry in answer.body["top_k"]]
+            predicted = [entry["index"] for entry in answer.json()["top_k"]]
             top1 += predicted[0] == item.label
             top5 += item.label in predicted
     n = len(images)

@@ -73,10 +73,10 @@ def stage_profile(service, body: bytes, repeats: int) -> dict:
     afd = service.model.afd
     for round_ in range(repeats + 1):  # the first round warms caches and is dropped
         process_t0 = time.process_time()
-        decoded, decode_ms = _thread_cpu_ms(service.decode, body)
+        decoded, decode_ms = _thread_cpu_ms(service.read_image, body)
         image, resize_ms = _thread_cpu_ms(image_tensor, decoded.image)
         dct, dct_ms = _thread_cpu_ms(dct_tensor, decoded) if afd is not None else (None, 0.0)
-        probs = service.predict([ModelInput(image, dct, decoded.quality)])
+        probs = service.predict(service.batch([ModelInput(image, dct, decoded.quality)]))
         _, serialize_ms = _thread_cpu_ms(lambda: json.dumps(service.answer(probs[0], decoded.quality)))
         round_ms = 1000 * (time.process_time() - process_t0)
         if round_ == 0:
@@ -106,14 +106,14 @@ def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int) ->
     with tempfile.TemporaryDirectory() as tmp:
         service = service_from_archive(mar, Path(tmp))
         typical = bodies[TYPICAL]
-        decoded = service.decode(typical)
+        decoded = service.read_image(typical)
         afd = service.model.afd
         inp = ModelInput(image_tensor(decoded.image), dct_tensor(decoded) if afd is not None else None,
                          decoded.quality)
         out = {
             "model_only_ms_per_image": {
-                "batch_1": _wall_ms_per_image(lambda: service.predict([inp]), 1, repeats),
-                f"batch_{batch}": _wall_ms_per_image(lambda: service.predict([inp] * batch), batch,
+                "batch_1": _wall_ms_per_image(lambda: service.predict(service.batch([inp])), 1, repeats),
+                f"batch_{batch}": _wall_ms_per_image(lambda: service.predict(service.batch([inp] * batch)), batch,
                                                      max(2, repeats // batch)),
             },
             "full_path_ms_per_image": {

@@ -24,7 +24,7 @@ import afdserve
 from afdserve.packaging.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
-from afdserve.serving.classifier_service import PRECISIONS
+from afdserve.serving.settings import PRECISIONS, ArchiveSettings
 
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
 HANDLERS_DIR = PACKAGE_DIR / "handlers"
@@ -65,6 +65,7 @@ class ServingConfig:
                 "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s}
 
     def settings(self) -> dict:
+        """The worker's part of the archive's ArchiveSettings."""
         return {"threads": self.threads, "prepare_threads": self.prepare_threads,
                 "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
                 "gpu_decode": self.gpu_decode, "serving_reason": self.reason}
@@ -205,7 +206,7 @@ def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None) -
     return fuse_for_deployment(model).state_dict()
 
 
-def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
+def restorer_settings(weights: Path, file_name: str) -> tuple[dict, ArchiveSettings]:
     """(plain state dict, model-config settings) of a SwinIR checkpoint: loading it here checks
     that it is one we can serve, and the archive then holds a bare state dict."""
     from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
@@ -216,16 +217,16 @@ def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
         config = SwinIRConfig.from_record(json.loads(record.read_text())["swinir_config"])
     model = load_swinir_checkpoint(weights, config)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    return state, {"weights": file_name, "swinir": model.config.to_record(), "tiles": {}}
+    return state, ArchiveSettings(weights=file_name, swinir=model.config.to_record())
 
 
-def _archive(name: str, version: str, handler: str, staging: Path, serving: ServingConfig, settings: dict,
-             model_store: Path, record: dict | None) -> Path:
+def _archive(name: str, version: str, handler: str, staging: Path, serving: ServingConfig,
+             settings: ArchiveSettings, model_store: Path, record: dict | None) -> Path:
     """torch-model-archiver over a staging folder holding model.pt and extras/, and the
     archive's manifest beside it."""
     model_store.mkdir(parents=True, exist_ok=True)
-    config = {**serving.frontend(), "afdserve": {"model": name, **settings, **serving.settings(),
-                                                 "library_version": afdserve.__version__}}
+    settings = dataclasses.replace(settings, model=name, **serving.settings(), library_version=afdserve.__version__)
+    config = {**serving.frontend(), "afdserve": settings.to_dict()}
     (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = staging / "out"
     out.mkdir()
@@ -245,8 +246,7 @@ def _archive(name: str, version: str, handler: str, staging: Path, serving: Serv
     target = model_store / archive_file_name(name, version)
     shutil.move(str(out / f"{name}.mar"), target)  # replaces an older build of the same file
     accuracy = record.get("validation") if record else None
-    write_manifest(target, name, version, record=record, accuracy=accuracy,
-                   description=settings.get("description", ""))
+    write_manifest(target, name, version, record=record, accuracy=accuracy, description=settings.description)
     return target
 
 
@@ -262,16 +262,12 @@ def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path
         shutil.copy2(PACKAGE_DIR / "data" / "index_to_name.json", staging / "extras" / "index_to_name.json")
         afd_config = spec.afd_config()
         torch.save(deployment_weights(afd_config, spec.afd_weights()), staging / "model.pt")
-        settings = {
-            "description": spec.description,
-            "weights": "model.pt",
-            "afd": afd_config.to_dict() if afd_config else None,
-            "afd_release": None if spec.afd_release is None else str(spec.afd_release),
-        }
+        settings = ArchiveSettings(
+            description=spec.description, weights="model.pt", afd=afd_config.to_dict() if afd_config else None,
+            afd_release=None if spec.afd_release is None else str(spec.afd_release))
         if spec.restorer_release is not None:
-            state, settings["restorer"] = restorer_settings(release_files(spec.restorer_release)[0],
-                                                            "restorer.pt")
-            settings["restorer_release"] = str(spec.restorer_release)
+            state, restorer = restorer_settings(release_files(spec.restorer_release)[0], "restorer.pt")
+            settings = dataclasses.replace(settings, restorer=restorer, restorer_release=str(spec.restorer_release))
             torch.save(state, staging / "extras" / "restorer.pt")
         return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
                         Path(model_store), spec.record())
@@ -282,11 +278,10 @@ def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
         staging = _staging(tmp)
         state, settings = restorer_settings(spec.weights, "model.pt")
         torch.save(state, staging / "model.pt")
-        settings = {"description": spec.description, "source_weights": Path(spec.weights).name, **settings}
-        settings["tiles"] = {k: v for k, v in (("size", spec.tile_size), ("overlap", spec.tile_overlap))
-                             if v is not None}
-        if spec.max_pixels is not None:
-            settings["max_pixels"] = spec.max_pixels
+        settings = dataclasses.replace(
+            settings, description=spec.description, source_weights=Path(spec.weights).name,
+            tiles={k: v for k, v in (("size", spec.tile_size), ("overlap", spec.tile_overlap)) if v is not None},
+            max_pixels=spec.max_pixels)
         return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
                         Path(model_store), read_record(Path(spec.weights).with_suffix(".json")))
 
