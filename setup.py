@@ -30,7 +30,8 @@ setup(
     ],
     extras_require={
         # What serving and building archives need; the library itself runs without them.
-        "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13"],
+        # psutil: `afdserve serve/stop` find and end the server's processes (afdserve.ops.server).
+        "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13", "psutil>=5.8"],
         "eval": ["matplotlib>=3.5"],
         "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
     },

@@ -11,7 +11,8 @@ import requests
 from PIL import Image
 from skimage import data
 
-from afdserve.experiments.ab import promotion_gate, run_ab
+from afdserve.evaluation.gate import promotion_gate
+from afdserve.experiments.ab import run_ab
 from afdserve.packaging.archive import build_spec, variant
 from afdserve.cli import main
 from afdserve.ops.client import SplitClient, Target, TorchServeClient, TrafficSplit

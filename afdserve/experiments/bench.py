@@ -29,8 +29,8 @@ import torch
 import yaml
 from PIL import Image
 
-from afdserve.evaluation.ab_stats import latency_summary
 from afdserve.ops.client import Target, TorchServeClient
+from afdserve.ops.latency import latency_summary
 from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
 from afdserve.packaging.manifest import served_archives

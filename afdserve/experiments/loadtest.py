@@ -25,8 +25,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from afdserve.evaluation.ab_stats import latency_summary
 from afdserve.ops.client import Target, TorchServeClient
+from afdserve.ops.latency import latency_summary
 from afdserve.ops.management import Management
 from afdserve.ops.server import LocalTorchServe
 

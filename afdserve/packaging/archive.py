@@ -25,6 +25,7 @@ from afdserve.packaging.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 from afdserve.serving.settings import PRECISIONS, ArchiveSettings
+from afdserve.util.files import find_executable
 
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
 HANDLERS_DIR = PACKAGE_DIR / "handlers"
@@ -177,10 +178,7 @@ def archive_path(model_store: Path, name: str, version: str | None = None) -> Pa
 
 
 def model_archiver_executable() -> str:
-    candidate = Path(sys.executable).with_name("torch-model-archiver")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("torch-model-archiver")
+    found = find_executable("torch-model-archiver")
     if found is None:
         raise RuntimeError("torch-model-archiver not found: pip install 'afdserve[serve]'")
     return found

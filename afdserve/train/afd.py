@@ -49,6 +49,7 @@ from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
 from afdserve.models.classifier import INSERTION_POINTS, AFDClassifier, build_classifier
+from afdserve.util.files import atomic_write, atomic_write_text
 
 LOSSES = ("kd", "feature", "both")
 TRAIN_INSERTION_POINTS = ("stem", "blocks.0", "blocks.1")  # early features: where JPEG drift lives
@@ -351,15 +352,7 @@ def args_dict(args) -> dict:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a half checkpoint
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))  # a crash mid-write never leaves a half checkpoint
 
 
 def pick_device(name: str) -> torch.device:

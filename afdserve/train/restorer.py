@@ -40,7 +40,8 @@ from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir_checkpoint
 from afdserve.serving.restoration import TileSpec, restore
 from afdserve.evaluation.restoration_metrics import psnr
-from afdserve.train.afd import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
+from afdserve.util.files import atomic_write_text
+from afdserve.train.afd import (add_run_control_arguments, args_dict, atomic_torch_save,
                                lr_factor, pick_device, truncate_log)
 
 CHECKPOINT = "checkpoint.pt"
