@@ -30,7 +30,7 @@ from afdserve.util.files import find_executable
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
 HANDLERS_DIR = PACKAGE_DIR / "handlers"
 # The library parts a handler imports at serve time; the CLI, server and builder stay out.
-SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data"]
+SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving"]
 
 
 @dataclass(frozen=True)
