@@ -99,7 +99,7 @@ def test_imports_point_down_the_layers():
 
 
 def test_the_declared_layers_have_no_cycle():
-    seen, done = set(), set()
+    done = set()
 
     def visit(package, path):
         assert package not in path, "layer cycle: " + " -> ".join(path + [package])

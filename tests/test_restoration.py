@@ -123,12 +123,12 @@ def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
 
     weights = tmp_path / "user_swinir.pth"
     torch.save({"params_ema": tiny_swinir().state_dict()}, weights)  # as some official files are
-    assert main(["build", "--swinir-weights", str(weights), "--swinir-version", "2.0",
+    assert main(["build", "--models", "swinir_restorer", "--weights", str(weights), "--version", "2.0",
                  "--model-store", str(tmp_path / "store")]) == 0
     with zipfile.ZipFile(tmp_path / "store" / "swinir_restorer.2.0.mar") as z:
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
     assert manifest["model"]["modelName"] == "swinir_restorer" and manifest["model"]["modelVersion"] == "2.0"
 
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    assert main(["build", "--swinir-weights", str(tmp_path / "junk.pth"),
+    assert main(["build", "--models", "swinir_restorer", "--weights", str(tmp_path / "junk.pth"), "--version", "2.1",
                  "--model-store", str(tmp_path / "store")]) == 2

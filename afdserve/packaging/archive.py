@@ -355,8 +355,6 @@ def _report(path: Path, start: float) -> None:
 
 def cmd_build(args) -> int:
     known = {**CLASSIFIERS, **RESTORERS}
-    if args.swinir_weights is not None:  # the older spelling of --models swinir_restorer --weights
-        args.models, args.weights, args.version = "swinir_restorer", args.swinir_weights, args.swinir_version
     names = args.models.split(",") if args.models else list(known)
     if (args.version or args.weights) and len(names) != 1:
         print("--version and --weights build one model: name it with --models", file=sys.stderr)
@@ -393,11 +391,8 @@ def add_commands(subparsers) -> None:
     build.add_argument("--version", default=None, help="version to build (default: the release's)")
     build.add_argument("--weights", default=None,
                        help="weights for the version: an AFD module (its .json record beside it) or "
-                            "'none' for afd_classifier, a SwinIR checkpoint for the restorer")
-    build.add_argument("--swinir-weights", type=Path, default=None,
-                       help="same as --models swinir_restorer --weights PATH (official SwinIR "
-                            "checkpoints load: params / params_ema / bare state dict)")
-    build.add_argument("--swinir-version", default="2.0", help="version for --swinir-weights (default 2.0)")
+                            "'none' for afd_classifier, a SwinIR checkpoint for the restorer (official "
+                            "SwinIR checkpoints load: params / params_ema / bare state dict)")
     serving = build.add_argument_group(
         "serving settings", "written into the archive's model-config.yaml (default: the release's, measured "
         "on a 2-core machine: scripts/sweep_serving.py)")

@@ -19,7 +19,7 @@ from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_ima
 from afdserve.imaging.on_device import decode_jpeg_on_device, prepare_on_device
 from afdserve.imaging.preprocess import REDUCED_DECODE_SHORTER_SIDE, ModelInput, collate, prepare
 from afdserve.models.afd import AFDConfig
-from afdserve.models.classifier import AFDClassifier, load_deployed
+from afdserve.models.classifier import Classifier, load_deployed
 from afdserve.serving.requests import Reply, request_bytes
 from afdserve.serving.restoration import TileSpec, restore
 from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
@@ -35,7 +35,7 @@ class ClassifierService(Service):
 
     PREDICT_FAILED = "internal error while classifying the image"
 
-    def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
+    def __init__(self, model: Classifier, labels: dict, model_name: str, version: str,
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5,
                  restorer: torch.nn.Module | None = None, tiles=None, precision: str = "float32",
                  decode_on_device: bool = False, prepare_threads: int = 1):

@@ -48,7 +48,7 @@ from afdserve.data.splits import SPLIT_RULE, split_images
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
-from afdserve.models.classifier import INSERTION_POINTS, AFDClassifier, build_classifier
+from afdserve.models.classifier import INSERTION_POINTS, Classifier, build_classifier
 from afdserve.util.files import atomic_write, atomic_write_text
 
 LOSSES = ("kd", "feature", "both")
@@ -198,7 +198,7 @@ def _collate_val(samples):
 # ----------------------------------------------------------------------------- model and losses
 
 
-def insertion_channels(plain: AFDClassifier, point: str) -> int:
+def insertion_channels(plain: Classifier, point: str) -> int:
     """Channels of the backbone's features at ``point``, found by running it (stem 32, blocks.0 16,
     blocks.1 24 for Lite0), so other backbones or points need no table."""
     if point not in INSERTION_POINTS:
@@ -207,7 +207,7 @@ def insertion_channels(plain: AFDClassifier, point: str) -> int:
         return plain.features(torch.zeros(1, 3, 32, 32), stop_after=point).shape[1]
 
 
-def build_student_and_teacher(config_args) -> tuple[AFDClassifier, AFDClassifier, AFDConfig]:
+def build_student_and_teacher(config_args) -> tuple[Classifier, Classifier, AFDConfig]:
     """The student (backbone + AFD) and the teacher (the same backbone object, no AFD): one copy
     of the frozen weights in memory."""
     teacher = build_classifier(None, pretrained=True)
@@ -220,7 +220,7 @@ def build_student_and_teacher(config_args) -> tuple[AFDClassifier, AFDClassifier
         dct_source=config_args.dct_source,
         fe_downscale=config_args.fe_downscale,
     )
-    student = AFDClassifier(teacher.backbone, AFDModule(config))
+    student = Classifier(teacher.backbone, AFDModule(config))
     return student, teacher.eval(), config
 
 
@@ -241,7 +241,7 @@ def _capture_output(module: torch.nn.Module, into: dict):
         handle.remove()
 
 
-def compute_losses(student: AFDClassifier, teacher: AFDClassifier, batch: dict, loss: str,
+def compute_losses(student: Classifier, teacher: Classifier, batch: dict, loss: str,
                    temperature: float, feature_weight: float) -> dict[str, torch.Tensor]:
     point = student.afd.config.insert_after
     inputs, clean = batch["student"], batch["teacher"]
@@ -280,7 +280,7 @@ def lr_factor(step: int, steps: int, warmup: int, floor: float = 0.01) -> float:
 
 
 @torch.no_grad()
-def validate(student: AFDClassifier, teacher: AFDClassifier, images: list[LabelledImage],
+def validate(student: Classifier, teacher: Classifier, images: list[LabelledImage],
              qualities: list[int | None], dct_source: str, device: torch.device, batch_size: int = 32,
              workers: int = 0) -> list[dict]:
     """Top-1 of the plain backbone and of backbone + AFD on the same prepared inputs, per quality.
@@ -365,7 +365,7 @@ def pick_device(name: str) -> torch.device:
 class TrainResult:
     out_dir: Path
     record: dict
-    student: AFDClassifier
+    student: Classifier
     completed: bool  # all --steps done
     stopped: str | None = None  # "pause-at", "max-minutes" or "interrupted" when it ended early
 
@@ -432,7 +432,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }, out_dir / CHECKPOINT)
 
-    student.train()  # AFDClassifier keeps the frozen backbone's batch norms in eval mode
+    student.train()  # Classifier keeps the frozen backbone's batch norms in eval mode
     stopped = None
     session_start, session_images = time.perf_counter(), 0
     bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
