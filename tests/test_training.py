@@ -10,10 +10,11 @@ import torch
 
 from afdserve.data.folders import LabelledImage, load_labelled_folder
 from afdserve.data.splits import split_images, split_key
+from afdserve.train.loop import CHECKPOINT, TRAIN_LOG
 from afdserve.imaging.preprocess import resized_dct_tensor
 from afdserve.models.afd import AFDConfig, AFDModule
 from afdserve.models.efficientnet_lite import create_lite0
-from afdserve.train.afd import (CHECKPOINT, RECORD, SPLIT, SUMMARY, TRAIN_LOG, WEIGHTS, CompressedPairs,
+from afdserve.train.afd import (RECORD, SPLIT, SUMMARY, WEIGHTS, CompressedPairs,
                                PairRecipe, add_commands, add_train_arguments, make_pair, run_training)
 from tests.images import encode, photo
 

@@ -22,14 +22,11 @@ results), ``afd_module.md``, ``split.json``, ``train_log.jsonl`` and ``checkpoin
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import hashlib
 import json
 import math
-import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 import afdserve
 from afdserve.data.folders import DEFAULT_DATA_DIR, LabelledImage, load_labelled_folder
@@ -49,21 +45,16 @@ from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
 from afdserve.models.classifier import INSERTION_POINTS, Classifier, build_classifier
-from afdserve.util.files import atomic_write, atomic_write_text
+from afdserve.train import loop
+from afdserve.util.files import atomic_write_text
 
 LOSSES = ("kd", "feature", "both")
 TRAIN_INSERTION_POINTS = ("stem", "blocks.0", "blocks.1")  # early features: where JPEG drift lives
-CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "afd_module.pt"
 RECORD = "afd_module.json"
 SUMMARY = "afd_module.md"
 SPLIT = "split.json"
-TRAIN_LOG = "train_log.jsonl"
 
-# Arguments that may differ between an interrupted run and its --resume; every other one shapes
-# the result and must match.
-RESUMABLE_CHANGES = {"resume", "out", "name", "no_progress", "workers", "threads", "device", "max_minutes", "pause_at",
-                     "checkpoint_every", "log_every", "val_batch", "func", "command"}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -268,14 +259,6 @@ def compute_losses(student: Classifier, teacher: Classifier, batch: dict, loss: 
     return out
 
 
-def lr_factor(step: int, steps: int, warmup: int, floor: float = 0.01) -> float:
-    """Linear warm-up, then cosine down to ``floor`` of the peak."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # ----------------------------------------------------------------------------- validation
 
 
@@ -338,29 +321,6 @@ def default_name(args) -> str:
     return name
 
 
-def _plain(value):
-    """Argument values as JSON-friendly plain types (Paths to str, tuples to lists)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def args_dict(args) -> dict:
-    return {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))  # a crash mid-write never leaves a half checkpoint
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -372,13 +332,8 @@ class TrainResult:
 
 def run_training(args) -> TrainResult:
     """Train (or resume) per ``args`` (the parsed ``train`` arguments); see the module docstring."""
-    threads = args.threads or os.cpu_count() or 1
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _run_training(args, pick_device(args.device), threads)
-    finally:
-        torch.set_num_threads(previous)  # a library call should not leave the process changed
+    with loop.torch_threads(args.threads) as threads:
+        return _run_training(args, loop.pick_device(args.device), threads)
 
 
 def _run_training(args, device: torch.device, threads: int) -> TrainResult:
@@ -400,93 +355,33 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     params = list(student.afd.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
-
-    step, elapsed, recent, log_mode = 0, 0.0, [], "w"
-    if args.resume:
-        step, elapsed, recent = _load_checkpoint(out_dir / CHECKPOINT, args, student, optimizer, scheduler)
-        log_mode = "a"
-        truncate_log(out_dir / TRAIN_LOG, step)
-        print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
-    recent = collections.deque(recent, maxlen=50)  # the last steps' losses, for the record
+        optimizer, lambda s: loop.lr_factor(s, args.steps, args.warmup))
 
     recipe = PairRecipe(quality_range=tuple(args.quality_range), quality_dist=args.quality_dist,
                         shorter_side=tuple(args.shorter_side), min_crop_area=args.min_crop_area,
                         dct_source=args.dct_source, high_quality_share=args.high_quality_share,
                         high_quality_range=tuple(args.high_quality_range),
                         input_sized_share=args.input_sized_share)
-    stop = args.steps if args.pause_at is None else min(args.steps, args.pause_at)
     dataset = CompressedPairs(train_images, recipe, args.seed, args.steps * args.batch_size)
-    loader = DataLoader(dataset, batch_size=args.batch_size,
-                        sampler=_FromSample(step * args.batch_size, stop * args.batch_size),
-                        num_workers=args.workers, collate_fn=collate_pairs,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        prefetch_factor=4 if args.workers else None)
 
-    def save_checkpoint():
-        atomic_torch_save({
-            "step": step, "elapsed_s": elapsed, "recent": list(recent), "args": args_dict(args),
-            "afd_config": config.to_dict(), "afd": student.afd.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, out_dir / CHECKPOINT)
+    def batches(start: int, stop: int):
+        return DataLoader(dataset, batch_size=args.batch_size,
+                          sampler=_FromSample(start * args.batch_size, stop * args.batch_size),
+                          num_workers=args.workers, collate_fn=collate_pairs,
+                          pin_memory=device.type == "cuda", persistent_workers=False,
+                          prefetch_factor=4 if args.workers else None)
+
+    def losses(batch):
+        batch = {"student": {k: v.to(device, non_blocking=True) for k, v in batch["student"].items()},
+                 "teacher": batch["teacher"].to(device, non_blocking=True)}
+        return compute_losses(student, teacher, batch, args.loss, args.temperature, args.feature_weight)
 
     student.train()  # Classifier keeps the frozen backbone's batch norms in eval mode
-    stopped = None
-    session_start, session_images = time.perf_counter(), 0
-    bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
-               dynamic_ncols=True, disable=args.no_progress)
-    smoothed = None
-    with open(out_dir / TRAIN_LOG, log_mode) as log:
-        try:
-            last = time.perf_counter()
-            for batch in loader:
-                batch = {"student": {k: v.to(device, non_blocking=True) for k, v in batch["student"].items()},
-                         "teacher": batch["teacher"].to(device, non_blocking=True)}
-                losses = compute_losses(student, teacher, batch, args.loss, args.temperature,
-                                        args.feature_weight)
-                optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                if args.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                now = time.perf_counter()
-                elapsed += now - last
-                last = now
-                session_images += args.batch_size
-                values = {k: v.item() for k, v in losses.items()}
-                recent.append(values)
-                smoothed = values["loss"] if smoothed is None else 0.95 * smoothed + 0.05 * values["loss"]
-                rate = session_images / (now - session_start)
-                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.1f}", refresh=False)
-                bar.update(1)
-                if step % args.log_every == 0 or step == stop:
-                    log.write(json.dumps({"step": step, "lr": scheduler.get_last_lr()[0],
-                                          "elapsed_s": round(elapsed, 2), "images_per_s": round(rate, 2),
-                                          **{k: round(v, 6) for k, v in values.items()}}) + "\n")
-                    log.flush()
-                if step % args.checkpoint_every == 0 or step == stop:
-                    save_checkpoint()
-                if args.max_minutes and elapsed > 60 * args.max_minutes and step < stop:
-                    print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
-                    save_checkpoint()
-                    stopped = "max-minutes"
-                    break
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            save_checkpoint()  # the state after the last whole step: --resume continues from it
-            print(f"\ninterrupted: checkpoint at step {step} in {out_dir}", flush=True)
-        finally:
-            bar.close()
-    session_seconds = time.perf_counter() - session_start
-
-    completed = step >= args.steps
-    if not completed and stopped is None:
-        stopped = "pause-at"
-    if stopped in ("pause-at", "interrupted"):  # to be continued with --resume: no final artefacts
+    outcome = loop.train(loop.Run(
+        args, out_dir, {"afd": student.afd}, optimizer, scheduler, losses, batches, params, clip=args.clip_grad,
+        resumable={"workers", "val_batch"}, checkpoint_extra={"afd_config": config.to_dict()}))
+    step, stopped = outcome.step, outcome.stopped
+    if outcome.to_be_continued:  # to be continued with --resume: no final artefacts
         return TrainResult(out_dir, {"step": step, "out": str(out_dir)}, student, False, stopped)
 
     weights = {k: v.detach().cpu().clone().contiguous() for k, v in student.afd.state_dict().items()}
@@ -499,20 +394,20 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         validation = validate(student, teacher, val_images, qualities, args.dct_source, device,
                               batch_size=args.val_batch, workers=args.workers)
 
-    final = {k: float(np.mean([r[k] for r in recent])) for k in (recent[0] if recent else {})}
+    final = outcome.mean_recent()
     record = {
         "afd_config": config.to_dict(),
         "dct_source": config.dct_source,  # also in afd_config; serving must compute the same
         "weights": WEIGHTS,
         "weights_sha256": hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest(),
         "parameters": sum(p.numel() for p in params),
-        "completed": completed,
+        "completed": outcome.completed,
         "stopped": stopped,
         "steps": step,
         "steps_planned": args.steps,
         "images_seen": step * args.batch_size,
-        "wall_time_s": round(elapsed, 1),
-        "images_per_s_last_session": round(session_images / max(session_seconds, 1e-9), 2),
+        "wall_time_s": round(outcome.elapsed_s, 1),
+        "images_per_s_last_session": round(outcome.session_images / max(outcome.session_seconds, 1e-9), 2),
         "final_losses_last_50_steps": final,
         "validation": validation,
         "data": str(Path(args.data).resolve()),
@@ -520,7 +415,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
                   "val_images": len(val_images), "rule": split["rule"], "file": SPLIT,
                   "train": split["train"], "val": split["val"]},
         "seed": args.seed,
-        "args": args_dict(args),
+        "args": loop.args_dict(args),
         "library_version": afdserve.__version__,
         "torch_version": torch.__version__,
         "device": str(device),
@@ -534,34 +429,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         print(f"q={row['quality']}: top-1 plain {row['top1_plain']:.3f} -> AFD {row['top1_afd']:.3f}; "
               f"KL to clean {row['kl_to_clean_plain']:.3f} -> {row['kl_to_clean_afd']:.3f}", flush=True)
     print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
-    return TrainResult(out_dir, record, student, completed, stopped)
-
-
-def _load_checkpoint(path: Path, args, student, optimizer, scheduler):
-    if not path.exists():
-        raise SystemExit(f"--resume: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved, now = state["args"], args_dict(args)
-    changed = sorted(k for k in set(saved) | set(now)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise SystemExit(f"--resume with different settings than the checkpoint ({detail})")
-    student.afd.load_state_dict(state["afd"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"], state["elapsed_s"], state["recent"]
-
-
-def truncate_log(path: Path, step: int) -> None:
-    # Steps logged after the checkpoint will be trained again: drop them.
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines()
-                 if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+    return TrainResult(out_dir, record, student, outcome.completed, stopped)
 
 
 def summary_markdown(record: dict) -> str:
@@ -602,19 +470,6 @@ def summary_markdown(record: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def add_run_control_arguments(g) -> None:
-    """Resuming, checkpoints, stopping early and where to run: shared by every training command."""
-    g.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    g.add_argument("--checkpoint-every", type=int, default=100)
-    g.add_argument("--log-every", type=int, default=10)
-    g.add_argument("--pause-at", type=int, default=None,
-                   help="stop after this step with a checkpoint (continue later with --resume)")
-    g.add_argument("--max-minutes", type=float, default=0,
-                   help="wall-clock cap: stop early (checkpoint, weights, record) after this long")
-    g.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
-    g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -670,7 +525,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--name", default=None, help="run name (default from the loss and module flags)")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/afd-<name>)")
-    add_run_control_arguments(g)
+    loop.add_run_control_arguments(g)
     g.add_argument("--workers", type=int, default=1,
                    help="DataLoader workers making the JPEG pairs (default 1)")
     g.add_argument("--val-qualities", default="10,original",
@@ -690,13 +545,3 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("train", help="train an AFD module (frozen backbone as its own teacher)")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afdserve.train.afd", description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    return cmd_train(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
