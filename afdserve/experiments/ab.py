@@ -13,7 +13,6 @@ a warmer cache.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from afdserve.evaluation.ab_stats import agreement, paired_difference, wilson_interval
 from afdserve.ops.client import Target, TorchServeClient
+from afdserve.experiments.reports import write_report
 from afdserve.ops.latency import latency_summary
 from afdserve.data.folders import load_images
 from afdserve.data.jpeg import jpeg_bytes, parse_qualities
@@ -163,12 +163,7 @@ def cmd_ab(args) -> int:
     client = TorchServeClient(args.url, key_file=args.key_file, timeout=args.timeout)
     report = run_ab(client, a, b, args.data, parse_qualities(args.quality), args.concurrency, args.limit,
                     progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ab.json").write_text(json.dumps(report, indent=2))
-    text = markdown(report)
-    (args.out / "ab.md").write_text(text)
-    plot(report, args.out / "ab.png")
-    print(text)
+    write_report(args.out, "ab", report, markdown(report), plot)
     print(f"wrote {args.out}/ab.md, ab.json, ab.png")
     return 0
 

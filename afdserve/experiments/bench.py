@@ -29,6 +29,7 @@ import torch
 import yaml
 from PIL import Image
 
+from afdserve.experiments.reports import write_report
 from afdserve.ops.client import Target, TorchServeClient
 from afdserve.ops.latency import latency_summary
 from afdserve.evaluation.accuracy import service_from_archive
@@ -283,12 +284,7 @@ def cmd_bench(args) -> int:
                 report["models"][model]["served"] = result
     for r in report["models"].values():
         r["served_vs_in_process"] = r["served"]["best_throughput_rps"] / r["in_process"]["full_path_images_per_s"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
-    text = markdown(report)
-    (args.out / "bench.md").write_text(text)
-    plot(report, args.out / "bench.png")
-    print(text)
+    write_report(args.out, "bench", report, markdown(report), plot)
     print(f"TorchServe start-up to every model READY: {report['startup_seconds']:.1f} s")
     print(f"wrote {args.out}/bench.md, bench.json, bench.png")
     return 0

@@ -26,8 +26,6 @@ import contextlib
 import hashlib
 import json
 import math
-import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-import afdserve
-from afdserve.data.folders import DEFAULT_DATA_DIR, LabelledImage, load_labelled_folder
+from afdserve.data.folders import LabelledImage, load_labelled_folder
 from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
 from afdserve.data.splits import SPLIT_RULE, split_images
 from afdserve.imaging.decode import decode_image
@@ -414,17 +411,9 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_images),
                   "val_images": len(val_images), "rule": split["rule"], "file": SPLIT,
                   "train": split["train"], "val": split["val"]},
-        "seed": args.seed,
-        "args": loop.args_dict(args),
-        "library_version": afdserve.__version__,
-        "torch_version": torch.__version__,
-        "device": str(device),
-        "threads": threads,
-        "host": platform.node(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **loop.provenance(args, device, threads),
     }
-    atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
-    atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    loop.write_record(out_dir, record, RECORD, summary_markdown(record), SUMMARY)
     for row in validation:
         print(f"q={row['quality']}: top-1 plain {row['top1_plain']:.3f} -> AFD {row['top1_afd']:.3f}; "
               f"KL to clean {row['kl_to_clean_plain']:.3f} -> {row['kl_to_clean_afd']:.3f}", flush=True)
@@ -474,10 +463,7 @@ def summary_markdown(record: dict) -> str:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
-                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
-    g.add_argument("--val-fraction", type=float, default=0.3,
-                   help="share of files held out for validation, chosen by name hash (default 0.3)")
+    loop.add_data_arguments(g)
     g.add_argument("--quality-range", type=int, nargs=2, default=[5, 50], metavar=("MIN", "MAX"),
                    help="JPEG qualities to train on (default 5 50)")
     g.add_argument("--quality-dist", choices=["log-uniform", "uniform"], default="log-uniform")

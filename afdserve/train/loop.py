@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from afdserve.util.files import atomic_write
+import afdserve
+from afdserve.data.folders import DEFAULT_DATA_DIR
+from afdserve.util.files import atomic_write, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train_log.jsonl"
@@ -32,6 +35,15 @@ RECENT_STEPS = 50  # the losses of the last steps, averaged into the record
 # the result and must match); recipes add their own (workers, validation sizes).
 RUN_CONTROL_ARGS = {"resume", "out", "name", "no_progress", "threads", "device", "max_minutes", "pause_at",
                     "checkpoint_every", "log_every", "func", "command"}
+
+
+def add_data_arguments(g) -> None:
+    """The labelled images and the held-out share: the same split for every recipe."""
+    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
+    g.add_argument("--val-fraction", type=float, default=0.3,
+                   help="share of files held out for validation, chosen by file-name hash; the same "
+                        "split for every model (default 0.3)")
 
 
 def add_run_control_arguments(g) -> None:
@@ -89,6 +101,19 @@ def torch_threads(threads: int):
         yield threads
     finally:
         torch.set_num_threads(previous)
+
+
+def provenance(args, device: torch.device, threads: int) -> dict:
+    """What every run's record says about how and where it ran."""
+    return {"seed": args.seed, "args": args_dict(args), "library_version": afdserve.__version__,
+            "torch_version": torch.__version__, "device": str(device), "threads": threads,
+            "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_record(out_dir: Path, record: dict, record_name: str, summary: str, summary_name: str) -> None:
+    """The run's JSON record and its Markdown summary, each written atomically."""
+    atomic_write_text(out_dir / record_name, json.dumps(record, indent=2))
+    atomic_write_text(out_dir / summary_name, summary)
 
 
 def truncate_log(path: Path, step: int) -> None:

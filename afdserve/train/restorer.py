@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,8 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-import afdserve
-from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.folders import load_labelled_folder
 from afdserve.data.jpeg import jpeg_roundtrip
 from afdserve.data.splits import split_images
 from afdserve.imaging.decode import decode_image
@@ -37,7 +33,6 @@ from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir
 from afdserve.evaluation.restoration_metrics import psnr
 from afdserve.serving.restoration import TileSpec, restore
 from afdserve.train import loop
-from afdserve.util.files import atomic_write_text
 
 WEIGHTS = "restorer.pt"
 RECORD = "restorer.json"
@@ -209,12 +204,9 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
         "data": str(Path(args.data).resolve()),
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_items),
                   "val_images": len(val_items), "rule": "as afdserve train (sha256 of the file name)"},
-        "seed": args.seed, "args": loop.args_dict(args), "library_version": afdserve.__version__,
-        "torch_version": torch.__version__, "device": str(device), "threads": threads,
-        "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **loop.provenance(args, device, threads),
     }
-    atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
-    atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    loop.write_record(out_dir, record, RECORD, summary_markdown(record), SUMMARY)
     for row in validation:
         print(f"q={row['quality']}: PSNR {row['psnr_jpeg']:.2f} (JPEG) -> {row['psnr_restored']:.2f} dB "
               f"({row['gain_db']:+.2f})", flush=True)
@@ -250,10 +242,7 @@ def summary_markdown(record: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
-                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
-    g.add_argument("--val-fraction", type=float, default=0.3,
-                   help="held-out share by file-name hash; the same split as afdserve train (default 0.3)")
+    loop.add_data_arguments(g)
     g.add_argument("--quality-range", type=int, nargs=2, default=[10, 40], metavar=("MIN", "MAX"))
     g.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 1.0], metavar=("MIN", "MAX"),
                    help="random downscale of the clean image before cropping (default 0.5 1.0)")
