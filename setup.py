@@ -13,9 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     # 3.10+: the served code evaluates X | Y annotations at run time.
     python_requires=">=3.10",
-    packages=find_packages(include=["afdserve", "afdserve.*"]) + ["afdserve.handlers"],
-    # handlers/ sits at the top of the repository and installs as afdserve.handlers.
-    package_dir={"afdserve.handlers": "handlers"},
+    packages=find_packages(include=["afdserve", "afdserve.*"]),
     package_data={"afdserve": ["data/*.json", "weights/*.pt", "weights/*.json", "weights/*.md"]},
     install_requires=[
         "torch>=2.1",
@@ -32,7 +30,8 @@ setup(
     ],
     extras_require={
         # What serving and building archives need; the library itself runs without them.
-        "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13"],
+        # psutil: `afdserve serve/stop` find and end the server's processes (afdserve.ops.server).
+        "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13", "psutil>=5.8"],
         "eval": ["matplotlib>=3.5"],
         "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
     },

@@ -13,7 +13,7 @@ common=(--loss both --width 8 --steps "$steps" --batch-size 16 --high-quality-sh
         --val-qualities 10,original --no-progress)
 run() {  # name, extra flags...
   local name=$1; shift
-  .venv/bin/python -m afdserve.training "${common[@]}" "$@" --out "runs/ablation-$name" \
+  .venv/bin/afdserve train "${common[@]}" "$@" --out "runs/ablation-$name" \
     > "runs/ablation-$name.log" 2>&1
 }
 run reference & run global-gate --gate global & wait

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from afdserve.archive import CLASSIFIERS
-from afdserve.bench import photo_jpeg
+from afdserve.packaging.archive import CLASSIFIERS
+from afdserve.experiments.bench import photo_jpeg
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.classifier import build_classifier, fuse_for_deployment

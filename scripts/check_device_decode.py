@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from afdserve.evaluation import DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities, service_from_archive
-from afdserve.manifest import served_archives
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
+from afdserve.evaluation.accuracy import service_from_archive
+from afdserve.packaging.manifest import served_archives
 from afdserve.serving.worker_process import prepare_worker_process
 
 MODELS = ("afd_classifier", "lite0_baseline")
@@ -32,7 +34,7 @@ def timed_prepare(service, body: bytes, on_device: bool):
     if service.device.type == "cuda":
         torch.cuda.synchronize(service.device)
     t0 = time.perf_counter()
-    inp = service.prepare(body)
+    inp = service.decode(body)
     if service.device.type == "cuda":
         torch.cuda.synchronize(service.device)
     return inp, 1000 * (time.perf_counter() - t0)
@@ -47,7 +49,7 @@ def compare(service, images, quality) -> dict:
         body = jpeg_bytes(item.path, quality)
         pillow, ms_pillow = timed_prepare(service, body, on_device=False)
         device, ms_device = timed_prepare(service, body, on_device=True)
-        probs = service.predict([pillow, device])
+        probs = service.predict(service.batch([pillow, device]))
         top = probs.argmax(-1).tolist()
         s["top1_pillow"] += top[0] == item.label
         s["top1_device"] += top[1] == item.label

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from afdserve.evaluation import (DEFAULT_DATA_DIR, jpeg_bytes, load_labelled_folder, parse_qualities,
-                                 service_from_archive)
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
+from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.serving.worker_process import prepare_worker_process
-from afdserve.manifest import served_archives
+from afdserve.packaging.manifest import served_archives
 from afdserve.serving.classifier_service import ClassifierService
 
 BATCH = 8
@@ -30,11 +31,11 @@ def run(services: dict, images, quality) -> dict:
     stats = {p: {"correct": 0, "agree": 0, "max_prob_diff": 0.0, "model_s": 0.0} for p in services}
     for start in tqdm(range(0, len(images), BATCH), desc=f"q{quality or 'original'}", leave=False):
         chunk = images[start:start + BATCH]
-        inputs = [services["float32"].prepare(jpeg_bytes(i.path, quality)) for i in chunk]
+        inputs = [services["float32"].decode(jpeg_bytes(i.path, quality)) for i in chunk]
         probs = {}
         for precision, service in services.items():
             t0 = time.perf_counter()
-            probs[precision] = service.predict(inputs)
+            probs[precision] = service.predict(service.batch(inputs))
             stats[precision]["model_s"] += time.perf_counter() - t0
         for precision, p in probs.items():
             s = stats[precision]

@@ -20,10 +20,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder, service_from_archive
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import ModelInput, image_tensor
-from afdserve.manifest import served_archives
+from afdserve.packaging.manifest import served_archives
 
 SIDES = (None, 512, 256)  # None: every pixel decoded
 
@@ -43,7 +44,7 @@ def compare(service, bodies_and_labels, desc: str) -> dict:
         for side in SIDES:
             decoded = decode_image(body, min_shorter_side=side)
             inputs[side] = image_tensor(decoded.image)
-            probs = service.predict([ModelInput(inputs[side], None, decoded.quality)])
+            probs = service.predict(service.batch([ModelInput(inputs[side], None, decoded.quality)]))
             top1[side] = int(probs[0].argmax())
             stats[side]["reduction"].append(decoded.reduction)
         for side in SIDES:

@@ -1,4 +1,4 @@
-"""What each cost bomb (afdserve.cost_bombs) costs to decode, without and with the structure limits.
+"""What each cost bomb (afdserve.experiments.cost_bombs) costs to decode, without and with the structure limits.
 
     .venv/bin/python scripts/measure_cost_bombs.py [--cap 120] [--out results/cost-bombs]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import afdserve.imaging.decode as decode_module
-from afdserve.cost_bombs import cost_bombs
+from afdserve.experiments.cost_bombs import cost_bombs
 from afdserve.imaging.budget import BudgetExceeded, CpuBudget
 from afdserve.imaging.decode import ImageDecodeError, decode_image
 

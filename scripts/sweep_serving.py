@@ -20,9 +20,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from afdserve.archive import ServingConfig, build_spec, variant
-from afdserve.bench import REPO_CONFIG, TYPICAL, SIZES, photo_jpeg, served
-from afdserve.server import LocalTorchServe, free_ports
+from afdserve.packaging.archive import ServingConfig, build_spec, variant
+from afdserve.experiments.bench import REPO_CONFIG, TYPICAL, SIZES, photo_jpeg, served
+from afdserve.ops.server import LocalTorchServe, free_ports
 
 # (workers, threads per worker, batch size, maxBatchDelay ms, threads preparing a batch)
 SETTINGS = (

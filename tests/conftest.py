@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.contextmanager
 def _torchserve_servers(tmp_path_factory):
-    from afdserve.server import LocalTorchServe, free_ports
+    from afdserve.ops.server import LocalTorchServe, free_ports
 
     servers = []
 

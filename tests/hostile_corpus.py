@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from afdserve.cost_bombs import cost_bombs, jpeg_after_soi, png_split_idat
+from afdserve.experiments.cost_bombs import cost_bombs, jpeg_after_soi, png_split_idat
 from images import (
     encode,
     exif_orientation,

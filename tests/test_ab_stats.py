@@ -1,4 +1,4 @@
-"""A/B statistics (afdserve.ab_stats): hand-computed values, scipy where it is installed, edge
+"""A/B statistics (afdserve.evaluation.ab_stats): hand-computed values, scipy where it is installed, edge
 cases, and the coverage of the paired interval by exact enumeration of small tables."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from afdserve import ab_stats as ab
+from afdserve.evaluation import ab_stats as ab
+from afdserve.ops.latency import latency_summary
 
 Z95 = 1.959963984540054
 
@@ -232,7 +233,7 @@ def test_noninferiority_edges():
 
 def test_latency_summary_nearest_rank():
     seconds = [i / 1000 for i in range(1, 101)]  # 1..100 ms
-    summary = ab.latency_summary(list(reversed(seconds)))
+    summary = latency_summary(list(reversed(seconds)))
     assert summary["count"] == 100
     assert summary["p50"] == pytest.approx(50.0)
     assert summary["p95"] == pytest.approx(95.0)
@@ -240,18 +241,18 @@ def test_latency_summary_nearest_rank():
     assert summary["mean"] == pytest.approx(50.5)
     assert summary["max"] == pytest.approx(100.0)
     # 20 values: rank ceil(0.95 * 20) = 19 exactly (no float drift to rank 20).
-    twenty = ab.latency_summary([i / 1000 for i in range(1, 21)])
+    twenty = latency_summary([i / 1000 for i in range(1, 21)])
     assert twenty["p95"] == pytest.approx(19.0) and twenty["p50"] == pytest.approx(10.0)
     assert twenty["p99"] == pytest.approx(20.0)
 
 
 def test_latency_summary_edges():
-    assert ab.latency_summary([]) == {"count": 0, "p50": None, "p95": None, "p99": None, "mean": None,
+    assert latency_summary([]) == {"count": 0, "p50": None, "p95": None, "p99": None, "mean": None,
                                       "max": None}
-    one = ab.latency_summary([0.0123])
+    one = latency_summary([0.0123])
     assert one["count"] == 1
     assert one["p50"] == one["p95"] == one["p99"] == one["mean"] == one["max"] == pytest.approx(12.3)
-    flat = ab.latency_summary([0.005] * 7)
+    flat = latency_summary([0.005] * 7)
     assert flat["p50"] == flat["p99"] == pytest.approx(5.0)
 
 

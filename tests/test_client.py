@@ -1,4 +1,4 @@
-"""The serving client (afdserve.client) without TorchServe: the traffic split by itself, and the
+"""The serving client (afdserve.ops.client) without TorchServe: the traffic split by itself, and the
 clients against a small stand-in inference API on 127.0.0.1 that checks the Bearer key the way
 TorchServe does (400 "Token Authorization failed" for a wrong one)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from afdserve.client import KeyFileError, Outcome, SplitClient, Target, TorchServeClient, TrafficSplit
+from afdserve.ops.client import KeyFileError, Outcome, SplitClient, Target, TorchServeClient, TrafficSplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 A = Target("m", "1.0")
@@ -168,7 +168,7 @@ def test_split_is_the_same_in_another_process():
     shadows = [TrafficSplit(A, B, b_share=0.3, shadow_share=0.5, salt="s").shadow(k) for k in keys]
     code = (
         "import json, sys\n"
-        "from afdserve.client import Target, TrafficSplit\n"
+        "from afdserve.ops.client import Target, TrafficSplit\n"
         "s = TrafficSplit(Target('m', '1.0'), Target('m', '2.0'), b_share=0.3, shadow_share=0.5, salt='s')\n"
         f"keys = [f'user-{{i}}' for i in range({len(keys)})]\n"
         "print(json.dumps([[str(s.assign(k)) for k in keys], [s.shadow(k) for k in keys]]))\n"

@@ -5,9 +5,16 @@ import pytest
 import torch
 from PIL import Image
 
-from afdserve.imaging.dct import ZIGZAG_ORDER, block_dct, dct_matrix, image_dct, pooled_block_dct, rgb_to_ycbcr
-from afdserve.imaging.decode import decode_image
+from afdserve.imaging.dct import ZIGZAG_ORDER, block_dct, dct_matrix, pooled_block_dct, rgb_to_ycbcr
+from afdserve.imaging.decode import DecodedImage, decode_image
 from images import encode, photo
+
+
+def image_dct(decoded: DecodedImage) -> torch.Tensor:
+    """The reference the pooled serving DCT is checked against: (192, Hb, Wb) zig-zag block DCT of
+    the decoded image's YCbCr planes on its JPEG grid."""
+    rgb = torch.from_numpy(np.array(decoded.image.convert("RGB"), dtype=np.float32))
+    return block_dct(rgb_to_ycbcr(rgb.permute(2, 0, 1)), decoded.grid_offset)
 
 
 def alpha(k: int) -> float:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps
 
-from afdserve.imaging.dct import block_dct, image_dct, rgb_to_ycbcr
+from afdserve.imaging.dct import block_dct, rgb_to_ycbcr
 from afdserve.imaging.decode import (
     DEFAULT_MAX_PIXELS,
     STD_CHROMINANCE_QTABLE,
@@ -20,6 +20,7 @@ from afdserve.imaging.decode import (
     estimate_jpeg_quality,
     jpeg_grid_offset,
 )
+from test_dct import image_dct
 from images import (
     encode,
     exif_orientation,

@@ -11,8 +11,8 @@ import requests
 from PIL import Image
 from skimage import data
 
-from afdserve.archive import CLASSIFIERS, build_classifier_archive
-from afdserve.evaluation import service_from_archive
+from afdserve.packaging.archive import CLASSIFIERS, build_classifier_archive
+from afdserve.evaluation.accuracy import service_from_archive
 
 pytestmark = pytest.mark.e2e
 # The AFD classifier and its control; restore_classify is tested with the restorer (test_e2e_restorer).
@@ -89,14 +89,14 @@ def test_answers_top5_json_equal_to_in_process(server, in_process, model):
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
     assert body["top_k"][0]["label"] in {"tabby", "tiger_cat", "Egyptian_cat"}
     expected = in_process[model].handle([PHOTOS["chelsea_q31"]])[0]
-    assert_same_answer(body, expected.body)
+    assert_same_answer(body, expected.json())
 
 
 def test_concurrent_requests_are_batched_and_junk_fails_alone(server, in_process):
     bodies = [(name, payload) for name, payload in {**PHOTOS, **JUNK}.items()] * 6
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(pool.map(lambda item: predict(server, "afd_classifier", item[1]), bodies))
-    expected = {name: in_process["afd_classifier"].handle([payload])[0].body for name, payload in PHOTOS.items()}
+    expected = {name: in_process["afd_classifier"].handle([payload])[0].json() for name, payload in PHOTOS.items()}
     for (name, _), response in zip(bodies, responses):
         if name in JUNK:
             assert 400 <= response.status_code < 500, (name, response.status_code)
@@ -140,7 +140,7 @@ def test_every_model_is_ready_with_its_version(server):
 def test_multipart_and_json_base64_bodies(server, in_process):
     import base64
 
-    expected = in_process["lite0_baseline"].handle([PHOTOS["coffee_q10"]])[0].body
+    expected = in_process["lite0_baseline"].handle([PHOTOS["coffee_q10"]])[0].json()
     url = f"{server.inference_url}/predictions/lite0_baseline"
     form = requests.post(url, files={"file": ("coffee.jpg", PHOTOS["coffee_q10"], "image/jpeg")},
                          headers=server.inference_headers(), timeout=60)

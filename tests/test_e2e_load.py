@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from afdserve.archive import build_spec, variant
+from afdserve.packaging.archive import build_spec, variant
 from afdserve.cli import main
-from afdserve.manifest import served_archives
+from afdserve.packaging.manifest import served_archives
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ import yaml
 from PIL import Image
 from skimage import data
 
-from afdserve.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
+from afdserve.packaging.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, load_swinir_checkpoint
-from afdserve.restoration import TileSpec
+from afdserve.serving.restoration import TileSpec
 from afdserve.serving.restorer_service import RestorerService
 
 pytestmark = pytest.mark.e2e

@@ -11,12 +11,13 @@ import requests
 from PIL import Image
 from skimage import data
 
-from afdserve.ab import promotion_gate, run_ab
-from afdserve.archive import build_spec, variant
+from afdserve.evaluation.gate import promotion_gate
+from afdserve.experiments.ab import run_ab
+from afdserve.packaging.archive import build_spec, variant
 from afdserve.cli import main
-from afdserve.client import SplitClient, Target, TorchServeClient, TrafficSplit
-from afdserve.manifest import read_manifest, read_serving_state, served_archives
-from afdserve.server import LocalTorchServe, TorchServeError, free_ports
+from afdserve.ops.client import SplitClient, Target, TorchServeClient, TrafficSplit
+from afdserve.packaging.manifest import read_manifest, read_serving_state, served_archives
+from afdserve.ops.server import LocalTorchServe, TorchServeError, free_ports
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[1]

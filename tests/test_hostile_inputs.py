@@ -31,13 +31,14 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from afdserve.cost_bombs import cost_bombs
+from afdserve.experiments.cost_bombs import cost_bombs
 from afdserve.imaging.budget import CpuBudget
 from afdserve.imaging.decode import ImageDecodeError, decode_image
 from afdserve.imaging.structure import StructureLimits, check_structure
 from afdserve.imaging.preprocess import prepare
-from afdserve.restoration import TileSpec
-from afdserve.serving.classifier_service import ClassifierService, request_bytes
+from afdserve.serving.restoration import TileSpec
+from afdserve.serving.classifier_service import ClassifierService
+from afdserve.serving.requests import request_bytes
 from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, RestorerService
 from hostile_corpus import (
     CLASSIFIER_MAX_PIXELS,
@@ -112,7 +113,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def classifier() -> ClassifierService:
     """afd_classifier as its archive serves it: the afd_v1 module on the ImageNet Lite0, fused."""
-    from afdserve.archive import CLASSIFIERS, PACKAGE_DIR
+    from afdserve.packaging.archive import CLASSIFIERS, PACKAGE_DIR
     from afdserve.models.classifier import build_classifier, fuse_for_deployment
 
     spec = CLASSIFIERS["afd_classifier"]
@@ -146,8 +147,6 @@ def upright_size(case: Case) -> tuple[int, int]:
 
 def run_in_process(service, handler: str, rows: list) -> list[tuple[int, str, bytes]]:
     """(status, content type, body bytes) per row, as the handler would send them."""
-    if handler == "classifier":
-        return [(a.status, "application/json", a.json().encode()) for a in service.handle(rows)]
     return [(r.status, r.content_type, r.body) for r in service.handle(rows, [{}] * len(rows))]
 
 
@@ -210,7 +209,7 @@ def test_whole_corpus_through_the_device_decode(classifier):
     assert [a.status for a in got] == [case.expected["classifier"] for case in CASES]
     for case, a, b in zip(CASES, got, want):
         if a.status == 200:
-            assert a.body["top_k"][0]["index"] == b.body["top_k"][0]["index"], case.name
+            assert a.json()["top_k"][0]["index"] == b.json()["top_k"][0]["index"], case.name
 
 
 @pytest.mark.parametrize("handler", HANDLERS)
@@ -316,7 +315,7 @@ CONCURRENCY = 4
 
 @pytest.fixture(scope="module")
 def model_store(tmp_path_factory):
-    from afdserve.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
+    from afdserve.packaging.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
 
     store = tmp_path_factory.mktemp("hostile_store")
     weights = tmp_path_factory.mktemp("hostile_weights") / "tiny_swinir.pth"

@@ -11,8 +11,8 @@ from skimage import data
 
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig
-from afdserve.restoration import TileSpec, restore, restore_tensor, tile_starts
-from afdserve.serving.classifier_service import BadRequest
+from afdserve.serving.restoration import TileSpec, restore, restore_tensor, tile_starts
+from afdserve.serving.requests import BadRequest
 from afdserve.serving.restorer_service import OutputFormat, RestorerService, output_format
 
 TINY = SwinIRConfig(embed_dim=16, depths=(1, 1), num_heads=(2, 2), window_size=8, img_size=16, drop_path_rate=0.0)
@@ -123,12 +123,12 @@ def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
 
     weights = tmp_path / "user_swinir.pth"
     torch.save({"params_ema": tiny_swinir().state_dict()}, weights)  # as some official files are
-    assert main(["build", "--swinir-weights", str(weights), "--swinir-version", "2.0",
+    assert main(["build", "--models", "swinir_restorer", "--weights", str(weights), "--version", "2.0",
                  "--model-store", str(tmp_path / "store")]) == 0
     with zipfile.ZipFile(tmp_path / "store" / "swinir_restorer.2.0.mar") as z:
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
     assert manifest["model"]["modelName"] == "swinir_restorer" and manifest["model"]["modelVersion"] == "2.0"
 
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    assert main(["build", "--swinir-weights", str(tmp_path / "junk.pth"),
+    assert main(["build", "--models", "swinir_restorer", "--weights", str(tmp_path / "junk.pth"), "--version", "2.1",
                  "--model-store", str(tmp_path / "store")]) == 2

@@ -1,4 +1,4 @@
-"""PSNR / SSIM / PSNR-B with the SwinIR JPEG-CAR conventions (afdserve.restoration_metrics).
+"""PSNR / SSIM / PSNR-B with the SwinIR JPEG-CAR conventions (afdserve.evaluation.restoration_metrics).
 
 Checked against hand computations, straight-from-the-formula loop implementations and
 scikit-image. Images come from scikit-image's bundled photos; nothing under /work/shared."""
@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data as skdata
 from skimage.metrics import structural_similarity
 
-from afdserve import restoration_metrics as rm
+from afdserve.evaluation import restoration_metrics as rm
 from images import photo
 
 PEAK2 = 255.0**2

@@ -4,7 +4,7 @@ off, request size limits (over HTTP too), and weights only ever loaded with weig
 import re
 from pathlib import Path
 
-from afdserve.server import read_properties
+from afdserve.ops.server import read_properties
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = read_properties(REPO_ROOT / "config.properties")
@@ -27,7 +27,7 @@ def test_request_and_response_sizes_are_bounded():
 
 
 def _code_files():
-    for folder in ("afdserve", "handlers", "scripts"):
+    for folder in ("afdserve", "scripts"):
         yield from (REPO_ROOT / folder).rglob("*.py")
 
 

@@ -1,4 +1,4 @@
-"""The TorchServe harness (afdserve.server) against a tiny echo archive, so it is tested without
+"""The TorchServe harness (afdserve.ops.server) against a tiny echo archive, so it is tested without
 the real models. The e2e tests start real servers (Java 11+ needed)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import psutil
 import pytest
 import requests
 
-from afdserve.manifest import write_manifest
-from afdserve.server import (
+from afdserve.packaging.manifest import write_manifest
+from afdserve.ops.server import (
     LocalTorchServe,
     MissingArchiveError,
     TorchServeError,
@@ -217,7 +217,7 @@ def test_server_dies_with_its_owner(tiny_store, tmp_path):
     """A foreground server whose owner is SIGKILLed (no stop(), no atexit) is killed too."""
     script = textwrap.dedent(f"""
         import json, sys, time
-        from afdserve.server import LocalTorchServe, free_ports
+        from afdserve.ops.server import LocalTorchServe, free_ports
         s = LocalTorchServe({str(tiny_store)!r}, {{"echo": "echo.mar"}}, {str(tmp_path)!r},
                             config_file={str(REPO_ROOT / "config.properties")!r},
                             ports=tuple(free_ports(3)), tmpdir={str(tmp_path / "tmp")!r})

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage import data
 
-from afdserve.archive import CLASSIFIERS, RESTORERS, ServingConfig
+from afdserve.packaging.archive import CLASSIFIERS, RESTORERS, ServingConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 from afdserve.serving.classifier_service import ClassifierService
 from afdserve.serving.torchserve_context import apply_worker_threads
@@ -19,7 +19,8 @@ def test_frontend_keys_and_worker_settings():
     assert config.frontend() == {"minWorkers": 2, "maxWorkers": 2, "batchSize": 4, "maxBatchDelay": 5,
                                  "responseTimeout": 60}
     assert config.settings() == {"threads": 1, "prepare_threads": 1, "precision": {"cpu": "bfloat16", "cuda": "float16"},
-                                 "gpu_decode": False, "decode_budget_s": 5.0, "serving_reason": "measured"}
+                                 "gpu_decode": False, "decode_budget_s": 5.0, "restore_budget_s": None,
+                                 "serving_reason": "measured"}
 
 
 @pytest.mark.parametrize("bad", [{"cpu_precision": "int8"}, {"workers": 0}, {"batch_size": 0},
@@ -52,8 +53,8 @@ def test_reduced_precision_gives_the_float32_answer(precision):
     reduced = ClassifierService(fuse_for_deployment(build_classifier(None, pretrained=True)), labels,
                                 "lite0_baseline", "1.0", precision=precision)
     body = encode(Image.fromarray(data.chelsea()), quality=75)
-    inputs = [full.prepare(body)]
-    want, got = full.predict(inputs), reduced.predict(inputs)
+    inputs = [full.decode(body)]
+    want, got = full.predict(full.batch(inputs)), reduced.predict(reduced.batch(inputs))
     assert got.dtype == torch.float32 and next(reduced.model.parameters()).dtype != torch.float32
     assert got.argmax() == want.argmax()
     assert (got - want).abs().max() < 0.05
@@ -123,7 +124,7 @@ def test_gpu_decode_is_used_only_on_gpu_workers_that_ask_for_it(monkeypatch, dev
     # Loading the weights is not what is tested here, nor is a GPU needed to choose the path.
     monkeypatch.setattr(cs, "load_deployed", lambda afd, path: build_classifier(None, pretrained=False, deploy=True))
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
-    from afdserve.archive import PACKAGE_DIR
+    from afdserve.packaging.archive import PACKAGE_DIR
 
     settings = ServingConfig(gpu_decode=gpu_decode).settings()
     service = ClassifierService.from_model_dir(PACKAGE_DIR / "data", settings, "m", "1", device=device)

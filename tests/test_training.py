@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from afdserve.evaluation import LabelledImage, load_labelled_folder
+from afdserve.data.folders import LabelledImage, load_labelled_folder
+from afdserve.data.splits import split_images, split_key
+from afdserve.train.loop import CHECKPOINT, TRAIN_LOG
 from afdserve.imaging.preprocess import resized_dct_tensor
 from afdserve.models.afd import AFDConfig, AFDModule
 from afdserve.models.efficientnet_lite import create_lite0
-from afdserve.training import (CHECKPOINT, RECORD, SPLIT, SUMMARY, TRAIN_LOG, WEIGHTS, CompressedPairs,
-                               PairRecipe, add_commands, add_train_arguments, make_pair, run_training,
-                               split_images, split_key)
+from afdserve.train.afd import (RECORD, SPLIT, SUMMARY, WEIGHTS, CompressedPairs,
+                               PairRecipe, add_commands, add_train_arguments, make_pair, run_training)
 from tests.images import encode, photo
 
 VAL_FRACTION = 0.3

@@ -19,15 +19,11 @@ from typing import Callable
 
 from afdserve.imaging.errors import ImageDecodeError
 
-__all__ = ["DEFAULT_DECODE_BUDGET_S", "BudgetExceeded", "BudgetedReader", "CpuBudget"]
+__all__ = ["BudgetExceeded", "BudgetedReader", "CpuBudget"]
 
-# Decoding and preparing the costliest legal photo measured here, a 40-megapixel progressive JPEG
-# with 4:4:4 chroma at quality 85 (13.3 MiB, under the 16 MiB body limit), took 1.6 s of CPU
-# (1.3 s decoding, 0.3 s resize and DCT); the default is three times that.
-DEFAULT_DECODE_BUDGET_S = 5.0
 # Pillow reads a file this many bytes at a time while decoding it: the budget is checked that
 # often. Pillow's default, 64 KiB, can hold thousands of cheap-to-send progressive scans; with 1 KiB
-# the 13.3 MiB photo above decoded in the same 1.07 s.
+# a 13.3 MiB 40-megapixel progressive JPEG decoded in the same 1.07 s.
 READ_BLOCK = 1024
 
 

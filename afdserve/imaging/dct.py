@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from afdserve.imaging.decode import DecodedImage
 
-__all__ = ["ZIGZAG_ORDER", "block_dct", "dct_matrix", "image_dct", "pooled_block_dct", "rgb_to_ycbcr"]
+__all__ = ["ZIGZAG_ORDER", "block_dct", "dct_matrix", "pooled_block_dct", "rgb_to_ycbcr"]
 
 BLOCK = 8
 
@@ -180,10 +177,3 @@ def pooled_block_dct(pixels: np.ndarray, grid_offset: tuple[int, int], size: int
 def _adaptive_bins(n: int, size: int) -> list[tuple[int, int]]:
     # The index ranges adaptive_avg_pool uses: bins overlap, or repeat, when n is not a multiple.
     return [((i * n) // size, -((-(i + 1) * n) // size)) for i in range(size)]
-
-
-def image_dct(decoded: DecodedImage) -> torch.Tensor:
-    """(192, Hb, Wb) zig-zag block DCT of the decoded image's YCbCr planes on its JPEG grid."""
-    rgb = torch.from_numpy(np.array(decoded.image.convert("RGB"), dtype=np.float32))
-    ycbcr = rgb_to_ycbcr(rgb.permute(2, 0, 1))
-    return block_dct(ycbcr, decoded.grid_offset)

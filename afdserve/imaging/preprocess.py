@@ -106,7 +106,7 @@ def prepare(decoded: DecodedImage, with_dct: bool = True, dct_source: str = "fil
 
 
 def collate(inputs: list[ModelInput]) -> dict[str, torch.Tensor | None]:
-    """Stack ModelInputs into the keyword arguments of ``AFDClassifier.forward``."""
+    """Stack ModelInputs into the keyword arguments of ``Classifier.forward``."""
     with_dct = inputs[0].dct is not None
     return {
         "image": torch.stack([i.image for i in inputs]),

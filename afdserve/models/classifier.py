@@ -11,7 +11,7 @@ from afdserve.models.repconv import fuse_repconvs
 INSERTION_POINTS = ["stem"] + [f"blocks.{i}" for i in range(7)]
 
 
-class AFDClassifier(nn.Module):
+class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, afd: AFDModule | None = None):
         super().__init__()
         self.backbone = backbone
@@ -20,10 +20,6 @@ class AFDClassifier(nn.Module):
             raise ValueError(f"insert_after must be one of {INSERTION_POINTS}")
         for p in self.backbone.parameters():  # the classifier stays frozen; only AFD learns
             p.requires_grad_(False)
-
-    @property
-    def uses_dct(self) -> bool:
-        return self.afd is not None
 
     def train(self, mode: bool = True):
         # The backbone is frozen: keep its batch norms in eval mode even while AFD trains.
@@ -58,24 +54,24 @@ class AFDClassifier(nn.Module):
 
 
 def build_classifier(afd_config: AFDConfig | None, pretrained: bool = True,
-                     deploy: bool = False) -> AFDClassifier:
+                     deploy: bool = False) -> Classifier:
     """The classifier structure. ``deploy=True`` builds the fused form (folded batch norms,
     one conv per RepConv) that deployment weights from ``deployment_state_dict`` load into."""
     backbone = create_lite0(pretrained=pretrained and not deploy)
     if deploy:
         fold_batchnorms(backbone)
     afd = AFDModule(afd_config, deploy=deploy) if afd_config is not None else None
-    return AFDClassifier(backbone, afd).eval()
+    return Classifier(backbone, afd).eval()
 
 
-def fuse_for_deployment(model: AFDClassifier) -> AFDClassifier:
+def fuse_for_deployment(model: Classifier) -> Classifier:
     """Fuse every RepConv and fold the backbone's batch norms, in place."""
     fuse_repconvs(model)
     fold_batchnorms(model.backbone)
     return model.eval()
 
 
-def load_deployed(afd_config: AFDConfig | None, weights_path, map_location="cpu") -> AFDClassifier:
+def load_deployed(afd_config: AFDConfig | None, weights_path, map_location="cpu") -> Classifier:
     """Load deployment weights (a plain state dict) safely into the fused structure."""
     state = torch.load(weights_path, map_location=map_location, weights_only=True)
     model = build_classifier(afd_config, pretrained=False, deploy=True)

@@ -1,100 +1,50 @@
 """Classification as a service, without TorchServe: request bodies in, (status, JSON) out.
 
 The TorchServe handler is a thin adapter over ``ClassifierService``; tests and benchmarks call the
-same object in-process, so the served answers are the in-process answers.
+same object in-process, so the served answers are the in-process answers. The stages are the
+service contract's (``afdserve.serving.service``): decode, batch, predict, encode.
 """
 
-import base64
-import binascii
 import dataclasses
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 import torch
 
-from afdserve.imaging.budget import DEFAULT_DECODE_BUDGET_S, CpuBudget
-from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image
+from afdserve.imaging.budget import CpuBudget
+from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from afdserve.imaging.on_device import decode_jpeg_on_device, prepare_on_device
 from afdserve.imaging.preprocess import REDUCED_DECODE_SHORTER_SIDE, ModelInput, collate, prepare
 from afdserve.models.afd import AFDConfig
-from afdserve.models.classifier import AFDClassifier, load_deployed
+from afdserve.models.classifier import Classifier, load_deployed
+from afdserve.serving.requests import Reply, request_bytes
+from afdserve.serving.restoration import RestoreCost, TileSpec
+from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
+from afdserve.serving.service import Service
+from afdserve.serving.settings import DEFAULT_DECODE_BUDGET_S, DEFAULT_RESTORE_BUDGET_S, ArchiveSettings
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-# Keys under which a JSON body may carry a base64-encoded image.
-JSON_IMAGE_KEYS = ("image", "data", "b64")
-
-
-class BadRequest(ValueError):
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Answer:
-    status: int
-    body: dict
-
-    def json(self) -> str:
-        return json.dumps(self.body, separators=(",", ":"))
-
-
-def request_bytes(row) -> bytes:
-    """The image bytes of one TorchServe request row (raw body, form field or JSON base64)."""
-    value = row
-    if isinstance(row, dict):
-        # Raw bodies arrive as "body" (or "data"); a multipart form field under its own name.
-        value = row.get("data") if row.get("data") is not None else row.get("body")
-        if value is None:
-            # Beside small option fields (the restorer's "format", "quality"), the file is the largest.
-            value = max((v for v in row.values() if isinstance(v, (bytes, bytearray))), key=len, default=None)
-        if value is None and any(isinstance(v, str) and len(v) > 8 for v in row.values()):
-            # A form part sent as text/plain arrives decoded: say it is text, not "empty".
-            raise BadRequest("the uploaded file is text, not an image: send the image file's bytes")
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, dict):  # a JSON body TorchServe already parsed
-        encoded = next((value[k] for k in JSON_IMAGE_KEYS if isinstance(value.get(k), str)), None)
-        if encoded is None:
-            raise BadRequest(f"JSON body must carry a base64-encoded image under one of {list(JSON_IMAGE_KEYS)}")
-        if encoded.startswith("data:") and ";base64," in encoded[:100]:
-            encoded = encoded.split(",", 1)[1]  # a data URL, as browsers make them
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("the JSON image field is not valid base64") from None
-    if isinstance(value, str):
-        # KServe's v1 envelope hands each instance's "data" over as the base64 text itself.
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("the body is text, not an image: send the image file's bytes") from None
-    if value is None:
-        raise BadRequest("empty request body")
-    raise BadRequest("unrecognised request body")
-
-
-class ClassifierService:
+class ClassifierService(Service):
     """``restorer``: an optional restorer network every image goes through before the classifier
     (restore-then-classify), with its tiling and its own CPU budget per image (``restore_cost``).
     ``decode_budget_s``: the CPU seconds decoding and preparing one request may take (see
     afdserve.imaging.budget); past it that request is answered 413 and the batch goes on."""
 
-    def __init__(self, model: AFDClassifier, labels: dict, model_name: str, version: str,
+    PREDICT_FAILED = "internal error while classifying the image"
+
+    def __init__(self, model: Classifier, labels: dict, model_name: str, version: str,
                  device: str | torch.device = "cpu", max_pixels: int = DEFAULT_MAX_PIXELS, top_k: int = 5,
                  restorer: torch.nn.Module | None = None, tiles=None, precision: str = "float32",
                  decode_on_device: bool = False, prepare_threads: int = 1,
-                 decode_budget_s: float = DEFAULT_DECODE_BUDGET_S, restore_cost=None):
+                 decode_budget_s: float = DEFAULT_DECODE_BUDGET_S, restore_cost: RestoreCost | None = None):
         self.device = torch.device(device)
-        self.dtype = PRECISIONS[precision]
+        self.dtype = getattr(torch, precision)  # one of afdserve.serving.settings.PRECISIONS
         # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.2-1.7x faster in
         # it on CPU (scripts/bench_model_forms.py), with the same probabilities to 1e-6.
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
@@ -107,8 +57,6 @@ class ClassifierService:
         self.tiles = tiles
         self.decode_budget_s = decode_budget_s
         if restorer is not None and restore_cost is None:
-            from afdserve.restoration import RestoreCost, TileSpec
-
             restore_cost = RestoreCost(tiles or TileSpec())
         self.restore_cost = restore_cost
         # Decode JPEGs and prepare them with torch on the model's device (nvJPEG on a GPU): see
@@ -118,42 +66,37 @@ class ClassifierService:
         self._prepare_pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_model_dir(cls, model_dir, settings: dict, model_name: str, version: str,
+    def from_model_dir(cls, model_dir, settings: ArchiveSettings | dict, model_name: str, version: str,
                        device="cpu") -> "ClassifierService":
-        """Load from an unpacked archive: ``settings`` is the ``afdserve`` section of its
-        model-config.yaml (weights file, AFD config, limits)."""
+        """Load from an unpacked archive with its settings (weights file, AFD config, limits)."""
         model_dir = Path(model_dir)
-        afd = AFDConfig.from_dict(settings["afd"]) if settings.get("afd") else None
-        model = load_deployed(afd, model_dir / settings.get("weights", "model.pt"))
+        settings = ArchiveSettings.coerce(settings)
+        afd = AFDConfig.from_dict(settings.afd) if settings.afd else None
+        model = load_deployed(afd, model_dir / settings.weights)
         labels = json.loads((model_dir / "index_to_name.json").read_text())
         restorer = tiles = restore_cost = None
         max_pixels = DEFAULT_MAX_PIXELS
-        if settings.get("restorer"):
-            from afdserve.restoration import DEFAULT_RESTORE_BUDGET_S, RestoreCost, TileSpec
-            from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
-
-            restorer = load_restorer(model_dir, settings["restorer"])
-            tiles = TileSpec(**settings["restorer"].get("tiles", {}))
-            restore_cost = RestoreCost(tiles, float(settings.get("restore_budget_s") or DEFAULT_RESTORE_BUDGET_S))
+        if settings.restorer is not None:
+            restorer = load_restorer(model_dir, settings.restorer)
+            tiles = TileSpec(**settings.restorer.tiles)
+            restore_cost = RestoreCost(tiles, settings.restore_budget_s or DEFAULT_RESTORE_BUDGET_S)
             max_pixels = DEFAULT_RESTORER_MAX_PIXELS  # the restorer's cost grows with the pixels
         device_type = torch.device(device).type
-        precision = (settings.get("precision") or {}).get(device_type, "float32")
         return cls(model, labels, model_name, version, device,
-                   max_pixels=int(settings.get("max_pixels", max_pixels)),
-                   top_k=int(settings.get("top_k", 5)), restorer=restorer, tiles=tiles, precision=precision,
-                   decode_on_device=bool(settings.get("gpu_decode")) and device_type == "cuda",
-                   prepare_threads=int(settings.get("prepare_threads") or 1),
-                   decode_budget_s=float(settings.get("decode_budget_s") or DEFAULT_DECODE_BUDGET_S),
-                   restore_cost=restore_cost)
+                   max_pixels=settings.max_pixels or max_pixels, top_k=settings.top_k, restorer=restorer,
+                   tiles=tiles, precision=settings.precision_for(device_type),
+                   decode_on_device=settings.gpu_decode and device_type == "cuda",
+                   prepare_threads=settings.prepare_threads,
+                   decode_budget_s=settings.decode_budget_s or DEFAULT_DECODE_BUDGET_S, restore_cost=restore_cost)
 
-    def decode(self, body: bytes, budget: CpuBudget | None = None) -> DecodedImage:
+    def read_image(self, body: bytes, budget: CpuBudget | None = None) -> DecodedImage:
         # Only the plain backbone can take a reduced decode: the drift map and the restorer both
         # need every pixel.
         full_size = self.model.afd is not None or self.restorer is not None
         return decode_image(body, max_pixels=self.max_pixels,
                             min_shorter_side=None if full_size else REDUCED_DECODE_SHORTER_SIDE, budget=budget)
 
-    def prepare(self, row) -> ModelInput:
+    def decode(self, row, headers: dict | None = None) -> ModelInput:
         """One request's model input, within its CPU budget (this thread's time: with
         ``prepare_threads`` each image is prepared on a thread of its own)."""
         budget = CpuBudget(self.decode_budget_s)
@@ -163,7 +106,7 @@ class ClassifierService:
             on_device = decode_jpeg_on_device(body, self.device, self.max_pixels)
             if on_device is not None:
                 return prepare_on_device(on_device, with_dct=afd is not None)
-        decoded = self.decode(body, budget)
+        decoded = self.read_image(body, budget)
         budget.check("decoding the image")
         if self.restorer is not None:
             with torch.inference_mode():
@@ -176,10 +119,13 @@ class ClassifierService:
         budget.check("preparing the image")
         return prepared
 
+    def batch(self, inputs: list[ModelInput]) -> dict:
+        """The model's keyword arguments for a batch, on its device in its precision."""
+        return {k: self._on_device(v) for k, v in collate(inputs).items()}
+
     @torch.inference_mode()
-    def predict(self, inputs: list[ModelInput]) -> torch.Tensor:
+    def predict(self, batch: dict) -> torch.Tensor:
         """Class probabilities (N, 1000) for a batch, computed in one forward pass."""
-        batch = {k: self._on_device(v) for k, v in collate(inputs).items()}
         return self.model(**batch).float().softmax(dim=-1).cpu()
 
     def _on_device(self, value: torch.Tensor | None) -> torch.Tensor | None:
@@ -202,19 +148,11 @@ class ClassifierService:
             ],
         }
 
-    def handle(self, rows: list) -> list[Answer]:
-        """Answer every request of a batch; a bad one gets its own 4xx, the others 200."""
-        prepared = self._prepare_all(rows)
-        good = [(idx, inp) for idx, inp in enumerate(prepared) if isinstance(inp, ModelInput)]
-        answers: list = prepared
-        if good:
-            probabilities = self.predict([inp for _, inp in good])
-            for (idx, inp), probs in zip(good, probabilities):
-                answers[idx] = Answer(200, self.answer(probs, inp.quality))
-        return answers
+    def encode(self, item: ModelInput, probabilities: torch.Tensor) -> Reply:
+        return Reply.of_json(200, self.answer(probabilities, item.quality), item.quality)
 
-    def _prepare_all(self, rows: list) -> list:
-        """Each row's ModelInput, or the Answer that refuses it. With ``prepare_threads`` > 1 the
+    def decode_all(self, rows: list, headers: list[dict]) -> list:
+        """Each row's ModelInput, or the Reply that refuses it. With ``prepare_threads`` > 1 the
         images of a batch are prepared side by side: decoding, resizing and the DCT are Pillow and
         numpy, which release the GIL. In-process on 2 idle cores that took a batch of four 500x375
         JPEGs from 1.9 to 1.3 ms per image (AFD); served on the same 2 cores, which TorchServe's
@@ -223,16 +161,8 @@ class ClassifierService:
         both prepare one image at a time."""
         threads = self.prepare_threads
         if len(rows) < 2 or threads < 2 or self.restorer is not None or self.decode_on_device:
-            return [self._prepare_or_refuse(idx, row) for idx, row in enumerate(rows)]
+            return super().decode_all(rows, headers)
         if self._prepare_pool is None:
             self._prepare_pool = ThreadPoolExecutor(threads, thread_name_prefix="prepare")
-        return list(self._prepare_pool.map(self._prepare_or_refuse, range(len(rows)), rows))
+        return list(self._prepare_pool.map(self.decode_or_refuse, range(len(rows)), rows, headers))
 
-    def _prepare_or_refuse(self, idx: int, row) -> "ModelInput | Answer":
-        try:
-            return self.prepare(row)
-        except (BadRequest, ImageDecodeError) as err:
-            return Answer(err.status, {"error": str(err)})
-        except Exception:  # our bug, not the caller's: fail this request alone
-            log.exception("preparing request %d failed", idx)
-            return Answer(500, {"error": "internal error while preparing the image"})

@@ -4,13 +4,13 @@ or JSON error) out. The restorer handler is a thin adapter over ``RestorerServic
 Output: PNG by default (lossless: the restored pixels as they are); JPEG when the caller asks with
 the ``X-Output-Format: jpeg`` header (or a ``format=jpeg`` field of a multipart upload), at the
 quality given by ``X-JPEG-Quality`` / ``quality`` (default 95). TorchServe 0.12 does not pass URL
-query parameters to handlers, so those cannot choose it.
+query parameters to handlers, so those cannot choose it. The stages are the service contract's
+(``afdserve.serving.service``): decode, batch, predict, encode.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from afdserve.imaging.budget import DEFAULT_DECODE_BUDGET_S, BudgetExceeded, CpuBudget
-from afdserve.imaging.decode import ImageDecodeError, decode_image
+from afdserve.imaging.budget import BudgetExceeded, CpuBudget
+from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
-from afdserve.restoration import DEFAULT_RESTORE_BUDGET_S, RestoreCost, TileSpec, to_tensor, to_uint8
-from afdserve.serving.classifier_service import BadRequest, request_bytes
+from afdserve.serving.requests import BadRequest, Reply, request_bytes
+from afdserve.serving.restoration import RestoreCost, TileSpec, to_tensor, to_uint8
+from afdserve.serving.service import Service
+from afdserve.serving.settings import DEFAULT_DECODE_BUDGET_S, DEFAULT_RESTORE_BUDGET_S, ArchiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +34,6 @@ log = logging.getLogger(__name__)
 # classifier's 40 MP. Configurable per archive (model-config.yaml, afdserve.max_pixels).
 DEFAULT_RESTORER_MAX_PIXELS = 4_000_000
 DEFAULT_JPEG_QUALITY = 95
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    content_type: str
-    jpeg_quality: int | None = None  # of the request's file (None: PNG/WebP or an error)
-
-    @classmethod
-    def error(cls, status: int, message: str) -> "Reply":
-        return cls(status, json.dumps({"error": message}).encode(), "application/json")
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,7 @@ def output_format(row, headers: dict | None) -> OutputFormat:
     return OutputFormat(fmt, quality)
 
 
-def encode(rgb: np.ndarray, out: OutputFormat) -> tuple[bytes, str]:
+def encode_image(rgb: np.ndarray, out: OutputFormat) -> tuple[bytes, str]:
     buf = io.BytesIO()
     if out.format == "jpeg":
         Image.fromarray(rgb).save(buf, format="JPEG", quality=out.quality)
@@ -99,22 +89,23 @@ def encode(rgb: np.ndarray, out: OutputFormat) -> tuple[bytes, str]:
 
 @dataclass
 class _Job:
-    idx: int
     image: torch.Tensor  # 1 x 3 x H x W in [0, 1]
     out: OutputFormat
     jpeg_quality: int | None
 
 
-def load_restorer(model_dir, settings: dict) -> torch.nn.Module:
+def load_restorer(model_dir, settings: ArchiveSettings) -> torch.nn.Module:
     """The SwinIR of an unpacked archive; ``settings``: weights file name and SwinIR config."""
-    config = SwinIRConfig.from_record(settings["swinir"]) if settings.get("swinir") else None
-    return load_swinir_checkpoint(Path(model_dir) / settings.get("weights", "model.pt"), config)
+    config = SwinIRConfig.from_record(settings.swinir) if settings.swinir else None
+    return load_swinir_checkpoint(Path(model_dir) / settings.weights, config)
 
 
-class RestorerService:
+class RestorerService(Service):
     """Each request has two CPU budgets: ``decode_budget_s`` for decoding it (on the handler's
     thread) and ``restore_budget_s`` for restoring it (the worker's process); past either it is
     answered 413 and the rest of the batch goes on."""
+
+    PREDICT_FAILED = "internal error while restoring the image"
 
     def __init__(self, model: torch.nn.Module, model_name: str, version: str, device="cpu",
                  max_pixels: int = DEFAULT_RESTORER_MAX_PIXELS, tiles: TileSpec = TileSpec(),
@@ -129,27 +120,30 @@ class RestorerService:
         self.restore_cost = RestoreCost(tiles, restore_budget_s)
 
     @classmethod
-    def from_model_dir(cls, model_dir, settings: dict, model_name: str, version: str,
+    def from_model_dir(cls, model_dir, settings: ArchiveSettings | dict, model_name: str, version: str,
                        device="cpu") -> "RestorerService":
-        """Load from an unpacked archive; ``settings`` is the ``afdserve`` section of its
-        model-config.yaml (weights file, SwinIR config, tiles, limits)."""
+        """Load from an unpacked archive with its settings (weights file, SwinIR config, tiles,
+        limits)."""
+        settings = ArchiveSettings.coerce(settings)
         model = load_restorer(model_dir, settings)
-        tiles = TileSpec(**settings.get("tiles", {}))
         return cls(model, model_name, version, device,
-                   max_pixels=int(settings.get("max_pixels", DEFAULT_RESTORER_MAX_PIXELS)), tiles=tiles,
-                   decode_budget_s=float(settings.get("decode_budget_s") or DEFAULT_DECODE_BUDGET_S),
-                   restore_budget_s=float(settings.get("restore_budget_s") or DEFAULT_RESTORE_BUDGET_S))
+                   max_pixels=settings.max_pixels or DEFAULT_RESTORER_MAX_PIXELS, tiles=TileSpec(**settings.tiles),
+                   decode_budget_s=settings.decode_budget_s or DEFAULT_DECODE_BUDGET_S,
+                   restore_budget_s=settings.restore_budget_s or DEFAULT_RESTORE_BUDGET_S)
 
-    def prepare(self, row, headers: dict | None) -> tuple[torch.Tensor, OutputFormat, int | None]:
+    def decode(self, row, headers: dict | None = None) -> _Job:
         out = output_format(row, headers)
         budget = CpuBudget(self.decode_budget_s)
         decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels, budget=budget)
         image = to_tensor(decoded.image)
         budget.check("decoding the image")
-        return image, out, decoded.quality
+        return _Job(image, out, decoded.quality)
+
+    def batch(self, jobs: list[_Job]) -> list[torch.Tensor]:
+        return [job.image for job in jobs]
 
     @torch.inference_mode()
-    def restore_batch(self, images: list[torch.Tensor]) -> list[np.ndarray | BudgetExceeded]:
+    def predict(self, images: list[torch.Tensor]) -> list[np.ndarray | BudgetExceeded]:
         """Images no larger than a tile and of one size go through in one forward pass; larger
         ones are restored alone, their tiles batched, each within its CPU budget (an image that
         overruns it gets its BudgetExceeded in place of pixels)."""
@@ -173,39 +167,8 @@ class RestorerService:
                     results[i] = to_uint8(one[None])
         return results
 
-    def handle(self, rows: list, headers: list[dict] | None = None) -> list[Reply]:
-        """Answer every request of a batch; a bad one gets its own 4xx, the others 200."""
-        headers = headers or [{}] * len(rows)
-        replies: list[Reply | None] = [None] * len(rows)
-        jobs: list[_Job] = []
-        for idx, row in enumerate(rows):
-            try:
-                jobs.append(_Job(idx, *self.prepare(row, headers[idx])))
-            except (BadRequest, ImageDecodeError) as err:
-                replies[idx] = Reply.error(err.status, str(err))
-            except Exception:  # our bug, not the caller's: fail this request alone
-                log.exception("preparing request %d failed", idx)
-                replies[idx] = Reply.error(500, "internal error while preparing the image")
-        if jobs:
-            try:
-                restored = self.restore_batch([job.image for job in jobs])
-            except Exception:
-                # Our bug, not the callers': find the request it belongs to, fail it alone.
-                log.exception("restoring a batch of %d failed; retrying one by one", len(jobs))
-                restored = []
-                for job in jobs:
-                    try:
-                        restored.extend(self.restore_batch([job.image]))
-                    except Exception:
-                        log.exception("restoring request %d failed", job.idx)
-                        restored.append(None)
-            for job, rgb in zip(jobs, restored):
-                if rgb is None:
-                    replies[job.idx] = Reply.error(500, "internal error while restoring the image")
-                    continue
-                if isinstance(rgb, BudgetExceeded):
-                    replies[job.idx] = Reply.error(rgb.status, str(rgb))
-                    continue
-                body, content_type = encode(rgb, job.out)
-                replies[job.idx] = Reply(200, body, content_type, job.jpeg_quality)
-        return replies
+    def encode(self, job: _Job, rgb: np.ndarray | BudgetExceeded) -> Reply:
+        if isinstance(rgb, BudgetExceeded):
+            return Reply.error(rgb.status, str(rgb))
+        body, content_type = encode_image(rgb, job.out)
+        return Reply(200, body, content_type, job.jpeg_quality)

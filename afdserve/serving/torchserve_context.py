@@ -6,6 +6,7 @@ import logging
 
 import torch
 
+from afdserve.serving.settings import ArchiveSettings
 from afdserve.serving.worker_process import prepare_worker_process
 
 log = logging.getLogger(__name__)
@@ -19,14 +20,22 @@ def worker_device(context) -> torch.device:
     return torch.device("cpu")
 
 
-def apply_worker_threads(settings: dict) -> int:
+def apply_worker_threads(settings: ArchiveSettings | dict) -> int:
     """Set this worker's torch intra-op threads from the archive's ``threads`` setting (none:
     torch's default, one per core); returns the count in force. Threads are per process, and
     TorchServe runs one process per worker, so workers x threads is what shares the cores."""
-    threads = settings.get("threads")
+    threads = ArchiveSettings.coerce(settings).threads
     if threads:
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
+
+
+def request_headers(context, idx: int) -> dict:
+    """The headers of request ``idx`` of the batch (none when TorchServe does not say)."""
+    try:
+        return dict(context.request_processor[idx].get_request_properties() or {})
+    except (AttributeError, IndexError, TypeError):
+        return {}
 
 
 def start_service(service_class, context):
@@ -47,7 +56,7 @@ def archive_identity(context) -> dict:
     model = context.manifest["model"]
     return {
         "model_dir": context.system_properties["model_dir"],
-        "settings": (context.model_yaml_config or {}).get("afdserve", {}),
+        "settings": ArchiveSettings.from_dict((context.model_yaml_config or {}).get("afdserve")),
         "model_name": model["modelName"],
         "version": model.get("modelVersion", ""),
     }

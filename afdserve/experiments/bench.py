@@ -29,15 +29,16 @@ import torch
 import yaml
 from PIL import Image
 
-from afdserve.ab_stats import latency_summary
-from afdserve.client import Target, TorchServeClient
-from afdserve.evaluation import service_from_archive
+from afdserve.experiments.reports import write_report
+from afdserve.ops.client import Target, TorchServeClient
+from afdserve.ops.latency import latency_summary
+from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
-from afdserve.manifest import served_archives
-from afdserve.server import LocalTorchServe, free_ports
+from afdserve.packaging.manifest import served_archives
+from afdserve.ops.server import LocalTorchServe, free_ports
 from afdserve.serving.worker_process import prepare_worker_process
 
-REPO_CONFIG = Path(__file__).resolve().parents[1] / "config.properties"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.properties"
 STAGES = ("decode", "resize", "dct", "model", "serialize")
 # (label, width, height): ImageNet's typical 500x375 web photo, smaller and larger ones.
 SIZES = (("320x240", 320, 240), ("500x375", 500, 375), ("1600x1200", 1600, 1200), ("4000x3000", 4000, 3000))
@@ -73,10 +74,10 @@ def stage_profile(service, body: bytes, repeats: int) -> dict:
     afd = service.model.afd
     for round_ in range(repeats + 1):  # the first round warms caches and is dropped
         process_t0 = time.process_time()
-        decoded, decode_ms = _thread_cpu_ms(service.decode, body)
+        decoded, decode_ms = _thread_cpu_ms(service.read_image, body)
         image, resize_ms = _thread_cpu_ms(image_tensor, decoded.image)
         dct, dct_ms = _thread_cpu_ms(dct_tensor, decoded) if afd is not None else (None, 0.0)
-        probs = service.predict([ModelInput(image, dct, decoded.quality)])
+        probs = service.predict(service.batch([ModelInput(image, dct, decoded.quality)]))
         _, serialize_ms = _thread_cpu_ms(lambda: json.dumps(service.answer(probs[0], decoded.quality)))
         round_ms = 1000 * (time.process_time() - process_t0)
         if round_ == 0:
@@ -106,14 +107,14 @@ def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int) ->
     with tempfile.TemporaryDirectory() as tmp:
         service = service_from_archive(mar, Path(tmp))
         typical = bodies[TYPICAL]
-        decoded = service.decode(typical)
+        decoded = service.read_image(typical)
         afd = service.model.afd
         inp = ModelInput(image_tensor(decoded.image), dct_tensor(decoded) if afd is not None else None,
                          decoded.quality)
         out = {
             "model_only_ms_per_image": {
-                "batch_1": _wall_ms_per_image(lambda: service.predict([inp]), 1, repeats),
-                f"batch_{batch}": _wall_ms_per_image(lambda: service.predict([inp] * batch), batch,
+                "batch_1": _wall_ms_per_image(lambda: service.predict(service.batch([inp])), 1, repeats),
+                f"batch_{batch}": _wall_ms_per_image(lambda: service.predict(service.batch([inp] * batch)), batch,
                                                      max(2, repeats // batch)),
             },
             "full_path_ms_per_image": {
@@ -283,12 +284,7 @@ def cmd_bench(args) -> int:
                 report["models"][model]["served"] = result
     for r in report["models"].values():
         r["served_vs_in_process"] = r["served"]["best_throughput_rps"] / r["in_process"]["full_path_images_per_s"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=2))
-    text = markdown(report)
-    (args.out / "bench.md").write_text(text)
-    plot(report, args.out / "bench.png")
-    print(text)
+    write_report(args.out, "bench", report, markdown(report), plot)
     print(f"TorchServe start-up to every model READY: {report['startup_seconds']:.1f} s")
     print(f"wrote {args.out}/bench.md, bench.json, bench.png")
     return 0

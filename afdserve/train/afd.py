@@ -13,7 +13,7 @@ The loss pulls the student towards the teacher: ``kd`` (KL divergence of the out
 distributions), ``feature`` (MSE of the features right after the AFD module against the clean
 features there) or ``both``.
 
-``afdserve train --steps 1800`` (or ``python -m afdserve.training``) writes into ``runs/afd-<name>``:
+``afdserve train --steps 1800`` (or ``python -m afdserve.train.afd``) writes into ``runs/afd-<name>``:
 ``afd_module.pt`` (the AFD state dict, unfused, plain tensors), ``afd_module.json`` (the recipe and
 results), ``afd_module.md``, ``split.json``, ``train_log.jsonl`` and ``checkpoint.pt`` (for
 ``--resume``).
@@ -22,16 +22,10 @@ results), ``afd_module.md``, ``split.json``, ``train_log.jsonl`` and ``checkpoin
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import hashlib
-import io
 import json
 import math
-import os
-import platform
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,46 +34,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-import afdserve
-from afdserve.evaluation import DEFAULT_DATA_DIR, LabelledImage, jpeg_bytes, load_labelled_folder
+from afdserve.data.folders import LabelledImage, load_labelled_folder
+from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
+from afdserve.data.splits import SPLIT_RULE, split_images
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
-from afdserve.models.classifier import INSERTION_POINTS, AFDClassifier, build_classifier
+from afdserve.models.classifier import INSERTION_POINTS, Classifier, build_classifier
+from afdserve.train import loop
+from afdserve.util.files import atomic_write_text
 
 LOSSES = ("kd", "feature", "both")
 TRAIN_INSERTION_POINTS = ("stem", "blocks.0", "blocks.1")  # early features: where JPEG drift lives
-CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "afd_module.pt"
 RECORD = "afd_module.json"
 SUMMARY = "afd_module.md"
 SPLIT = "split.json"
-TRAIN_LOG = "train_log.jsonl"
 
-# Arguments that may differ between an interrupted run and its --resume; every other one shapes
-# the result and must match.
-RESUMABLE_CHANGES = {"resume", "out", "name", "no_progress", "workers", "threads", "device", "max_minutes", "pause_at",
-                     "checkpoint_every", "log_every", "val_batch", "func", "command"}
-
-
-# ----------------------------------------------------------------------------- split
-
-
-def split_key(name: str) -> float:
-    """A file's place in [0, 1), from the SHA-256 of its name: a file stays on its side of the
-    split whatever other files the folder holds."""
-    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big") / 2.0**64
-
-
-def split_images(images: list[LabelledImage], val_fraction: float):
-    """(train, validation): validation holds the files whose key is below ``val_fraction``."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    train = [i for i in images if split_key(i.path.name) >= val_fraction]
-    val = [i for i in images if split_key(i.path.name) < val_fraction]
-    return train, val
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -140,10 +112,8 @@ def make_pair(clean: Image.Image, rng: np.random.Generator, recipe: PairRecipe):
     if rng.random() < 0.5:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     quality = recipe.draw_quality(rng)
-    buf = io.BytesIO()
-    crop.save(buf, format="JPEG", quality=quality)
     # The serving path, byte for byte: decode, estimate quality from the tables, prepare.
-    student = prepare(decode_image(buf.getvalue()), dct_source=recipe.dct_source)
+    student = prepare(decode_image(encode_jpeg(crop, quality)), dct_source=recipe.dct_source)
     # Same size, no EXIF: image_tensor crops the clean image exactly as prepare cropped the JPEG.
     teacher = image_tensor(crop)
     return student, teacher, quality
@@ -216,7 +186,7 @@ def _collate_val(samples):
 # ----------------------------------------------------------------------------- model and losses
 
 
-def insertion_channels(plain: AFDClassifier, point: str) -> int:
+def insertion_channels(plain: Classifier, point: str) -> int:
     """Channels of the backbone's features at ``point``, found by running it (stem 32, blocks.0 16,
     blocks.1 24 for Lite0), so other backbones or points need no table."""
     if point not in INSERTION_POINTS:
@@ -225,7 +195,7 @@ def insertion_channels(plain: AFDClassifier, point: str) -> int:
         return plain.features(torch.zeros(1, 3, 32, 32), stop_after=point).shape[1]
 
 
-def build_student_and_teacher(config_args) -> tuple[AFDClassifier, AFDClassifier, AFDConfig]:
+def build_student_and_teacher(config_args) -> tuple[Classifier, Classifier, AFDConfig]:
     """The student (backbone + AFD) and the teacher (the same backbone object, no AFD): one copy
     of the frozen weights in memory."""
     teacher = build_classifier(None, pretrained=True)
@@ -238,7 +208,7 @@ def build_student_and_teacher(config_args) -> tuple[AFDClassifier, AFDClassifier
         dct_source=config_args.dct_source,
         fe_downscale=config_args.fe_downscale,
     )
-    student = AFDClassifier(teacher.backbone, AFDModule(config))
+    student = Classifier(teacher.backbone, AFDModule(config))
     return student, teacher.eval(), config
 
 
@@ -259,7 +229,7 @@ def _capture_output(module: torch.nn.Module, into: dict):
         handle.remove()
 
 
-def compute_losses(student: AFDClassifier, teacher: AFDClassifier, batch: dict, loss: str,
+def compute_losses(student: Classifier, teacher: Classifier, batch: dict, loss: str,
                    temperature: float, feature_weight: float) -> dict[str, torch.Tensor]:
     point = student.afd.config.insert_after
     inputs, clean = batch["student"], batch["teacher"]
@@ -286,19 +256,11 @@ def compute_losses(student: AFDClassifier, teacher: AFDClassifier, batch: dict, 
     return out
 
 
-def lr_factor(step: int, steps: int, warmup: int, floor: float = 0.01) -> float:
-    """Linear warm-up, then cosine down to ``floor`` of the peak."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 # ----------------------------------------------------------------------------- validation
 
 
 @torch.no_grad()
-def validate(student: AFDClassifier, teacher: AFDClassifier, images: list[LabelledImage],
+def validate(student: Classifier, teacher: Classifier, images: list[LabelledImage],
              qualities: list[int | None], dct_source: str, device: torch.device, batch_size: int = 32,
              workers: int = 0) -> list[dict]:
     """Top-1 of the plain backbone and of backbone + AFD on the same prepared inputs, per quality.
@@ -356,55 +318,19 @@ def default_name(args) -> str:
     return name
 
 
-def _plain(value):
-    """Argument values as JSON-friendly plain types (Paths to str, tuples to lists)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def args_dict(args) -> dict:
-    return {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a half checkpoint
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 @dataclass
 class TrainResult:
     out_dir: Path
     record: dict
-    student: AFDClassifier
+    student: Classifier
     completed: bool  # all --steps done
     stopped: str | None = None  # "pause-at", "max-minutes" or "interrupted" when it ended early
 
 
 def run_training(args) -> TrainResult:
     """Train (or resume) per ``args`` (the parsed ``train`` arguments); see the module docstring."""
-    threads = args.threads or os.cpu_count() or 1
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return _run_training(args, pick_device(args.device), threads)
-    finally:
-        torch.set_num_threads(previous)  # a library call should not leave the process changed
+    with loop.torch_threads(args.threads) as threads:
+        return _run_training(args, loop.pick_device(args.device), threads)
 
 
 def _run_training(args, device: torch.device, threads: int) -> TrainResult:
@@ -417,7 +343,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     if not train_images:
         raise SystemExit(f"no training images in {args.data} with --val-fraction {args.val_fraction}")
     split = {"data": str(Path(args.data).resolve()), "val_fraction": args.val_fraction,
-             "rule": "validation iff sha256(file name)[:8] / 2**64 < val_fraction",
+             "rule": SPLIT_RULE,
              "train": [i.path.name for i in train_images], "val": [i.path.name for i in val_images]}
     atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
 
@@ -426,93 +352,33 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     params = list(student.afd.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
-
-    step, elapsed, recent, log_mode = 0, 0.0, [], "w"
-    if args.resume:
-        step, elapsed, recent = _load_checkpoint(out_dir / CHECKPOINT, args, student, optimizer, scheduler)
-        log_mode = "a"
-        truncate_log(out_dir / TRAIN_LOG, step)
-        print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
-    recent = collections.deque(recent, maxlen=50)  # the last steps' losses, for the record
+        optimizer, lambda s: loop.lr_factor(s, args.steps, args.warmup))
 
     recipe = PairRecipe(quality_range=tuple(args.quality_range), quality_dist=args.quality_dist,
                         shorter_side=tuple(args.shorter_side), min_crop_area=args.min_crop_area,
                         dct_source=args.dct_source, high_quality_share=args.high_quality_share,
                         high_quality_range=tuple(args.high_quality_range),
                         input_sized_share=args.input_sized_share)
-    stop = args.steps if args.pause_at is None else min(args.steps, args.pause_at)
     dataset = CompressedPairs(train_images, recipe, args.seed, args.steps * args.batch_size)
-    loader = DataLoader(dataset, batch_size=args.batch_size,
-                        sampler=_FromSample(step * args.batch_size, stop * args.batch_size),
-                        num_workers=args.workers, collate_fn=collate_pairs,
-                        pin_memory=device.type == "cuda", persistent_workers=False,
-                        prefetch_factor=4 if args.workers else None)
 
-    def save_checkpoint():
-        atomic_torch_save({
-            "step": step, "elapsed_s": elapsed, "recent": list(recent), "args": args_dict(args),
-            "afd_config": config.to_dict(), "afd": student.afd.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }, out_dir / CHECKPOINT)
+    def batches(start: int, stop: int):
+        return DataLoader(dataset, batch_size=args.batch_size,
+                          sampler=_FromSample(start * args.batch_size, stop * args.batch_size),
+                          num_workers=args.workers, collate_fn=collate_pairs,
+                          pin_memory=device.type == "cuda", persistent_workers=False,
+                          prefetch_factor=4 if args.workers else None)
 
-    student.train()  # AFDClassifier keeps the frozen backbone's batch norms in eval mode
-    stopped = None
-    session_start, session_images = time.perf_counter(), 0
-    bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
-               dynamic_ncols=True, disable=args.no_progress)
-    smoothed = None
-    with open(out_dir / TRAIN_LOG, log_mode) as log:
-        try:
-            last = time.perf_counter()
-            for batch in loader:
-                batch = {"student": {k: v.to(device, non_blocking=True) for k, v in batch["student"].items()},
-                         "teacher": batch["teacher"].to(device, non_blocking=True)}
-                losses = compute_losses(student, teacher, batch, args.loss, args.temperature,
-                                        args.feature_weight)
-                optimizer.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                if args.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(params, args.clip_grad)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                now = time.perf_counter()
-                elapsed += now - last
-                last = now
-                session_images += args.batch_size
-                values = {k: v.item() for k, v in losses.items()}
-                recent.append(values)
-                smoothed = values["loss"] if smoothed is None else 0.95 * smoothed + 0.05 * values["loss"]
-                rate = session_images / (now - session_start)
-                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.1f}", refresh=False)
-                bar.update(1)
-                if step % args.log_every == 0 or step == stop:
-                    log.write(json.dumps({"step": step, "lr": scheduler.get_last_lr()[0],
-                                          "elapsed_s": round(elapsed, 2), "images_per_s": round(rate, 2),
-                                          **{k: round(v, 6) for k, v in values.items()}}) + "\n")
-                    log.flush()
-                if step % args.checkpoint_every == 0 or step == stop:
-                    save_checkpoint()
-                if args.max_minutes and elapsed > 60 * args.max_minutes and step < stop:
-                    print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
-                    save_checkpoint()
-                    stopped = "max-minutes"
-                    break
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            save_checkpoint()  # the state after the last whole step: --resume continues from it
-            print(f"\ninterrupted: checkpoint at step {step} in {out_dir}", flush=True)
-        finally:
-            bar.close()
-    session_seconds = time.perf_counter() - session_start
+    def losses(batch):
+        batch = {"student": {k: v.to(device, non_blocking=True) for k, v in batch["student"].items()},
+                 "teacher": batch["teacher"].to(device, non_blocking=True)}
+        return compute_losses(student, teacher, batch, args.loss, args.temperature, args.feature_weight)
 
-    completed = step >= args.steps
-    if not completed and stopped is None:
-        stopped = "pause-at"
-    if stopped in ("pause-at", "interrupted"):  # to be continued with --resume: no final artefacts
+    student.train()  # Classifier keeps the frozen backbone's batch norms in eval mode
+    outcome = loop.train(loop.Run(
+        args, out_dir, {"afd": student.afd}, optimizer, scheduler, losses, batches, params, clip=args.clip_grad,
+        resumable={"workers", "val_batch"}, checkpoint_extra={"afd_config": config.to_dict()}))
+    step, stopped = outcome.step, outcome.stopped
+    if outcome.to_be_continued:  # to be continued with --resume: no final artefacts
         return TrainResult(out_dir, {"step": step, "out": str(out_dir)}, student, False, stopped)
 
     weights = {k: v.detach().cpu().clone().contiguous() for k, v in student.afd.state_dict().items()}
@@ -520,74 +386,39 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
 
     validation = []
     if val_images and args.val_qualities:
-        qualities = [None if q == "original" else int(q) for q in args.val_qualities.split(",")]
+        qualities = parse_qualities(args.val_qualities)
         print(f"validating on {len(val_images)} images at {args.val_qualities}", flush=True)
         validation = validate(student, teacher, val_images, qualities, args.dct_source, device,
                               batch_size=args.val_batch, workers=args.workers)
 
-    final = {k: float(np.mean([r[k] for r in recent])) for k in (recent[0] if recent else {})}
+    final = outcome.mean_recent()
     record = {
         "afd_config": config.to_dict(),
         "dct_source": config.dct_source,  # also in afd_config; serving must compute the same
         "weights": WEIGHTS,
         "weights_sha256": hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest(),
         "parameters": sum(p.numel() for p in params),
-        "completed": completed,
+        "completed": outcome.completed,
         "stopped": stopped,
         "steps": step,
         "steps_planned": args.steps,
         "images_seen": step * args.batch_size,
-        "wall_time_s": round(elapsed, 1),
-        "images_per_s_last_session": round(session_images / max(session_seconds, 1e-9), 2),
+        "wall_time_s": round(outcome.elapsed_s, 1),
+        "images_per_s_last_session": round(outcome.session_images / max(outcome.session_seconds, 1e-9), 2),
         "final_losses_last_50_steps": final,
         "validation": validation,
         "data": str(Path(args.data).resolve()),
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_images),
                   "val_images": len(val_images), "rule": split["rule"], "file": SPLIT,
                   "train": split["train"], "val": split["val"]},
-        "seed": args.seed,
-        "args": args_dict(args),
-        "library_version": afdserve.__version__,
-        "torch_version": torch.__version__,
-        "device": str(device),
-        "threads": threads,
-        "host": platform.node(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **loop.provenance(args, device, threads),
     }
-    atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
-    atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    loop.write_record(out_dir, record, RECORD, summary_markdown(record), SUMMARY)
     for row in validation:
         print(f"q={row['quality']}: top-1 plain {row['top1_plain']:.3f} -> AFD {row['top1_afd']:.3f}; "
               f"KL to clean {row['kl_to_clean_plain']:.3f} -> {row['kl_to_clean_afd']:.3f}", flush=True)
     print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
-    return TrainResult(out_dir, record, student, completed, stopped)
-
-
-def _load_checkpoint(path: Path, args, student, optimizer, scheduler):
-    if not path.exists():
-        raise SystemExit(f"--resume: no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved, now = state["args"], args_dict(args)
-    changed = sorted(k for k in set(saved) | set(now)
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
-        raise SystemExit(f"--resume with different settings than the checkpoint ({detail})")
-    student.afd.load_state_dict(state["afd"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"], state["elapsed_s"], state["recent"]
-
-
-def truncate_log(path: Path, step: int) -> None:
-    # Steps logged after the checkpoint will be trained again: drop them.
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines()
-                 if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in lines))
+    return TrainResult(out_dir, record, student, outcome.completed, stopped)
 
 
 def summary_markdown(record: dict) -> str:
@@ -630,25 +461,9 @@ def summary_markdown(record: dict) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-def add_run_control_arguments(g) -> None:
-    """Resuming, checkpoints, stopping early and where to run: shared by every training command."""
-    g.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    g.add_argument("--checkpoint-every", type=int, default=100)
-    g.add_argument("--log-every", type=int, default=10)
-    g.add_argument("--pause-at", type=int, default=None,
-                   help="stop after this step with a checkpoint (continue later with --resume)")
-    g.add_argument("--max-minutes", type=float, default=0,
-                   help="wall-clock cap: stop early (checkpoint, weights, record) after this long")
-    g.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
-    g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-
-
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
-                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
-    g.add_argument("--val-fraction", type=float, default=0.3,
-                   help="share of files held out for validation, chosen by name hash (default 0.3)")
+    loop.add_data_arguments(g)
     g.add_argument("--quality-range", type=int, nargs=2, default=[5, 50], metavar=("MIN", "MAX"),
                    help="JPEG qualities to train on (default 5 50)")
     g.add_argument("--quality-dist", choices=["log-uniform", "uniform"], default="log-uniform")
@@ -696,7 +511,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--name", default=None, help="run name (default from the loss and module flags)")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/afd-<name>)")
-    add_run_control_arguments(g)
+    loop.add_run_control_arguments(g)
     g.add_argument("--workers", type=int, default=1,
                    help="DataLoader workers making the JPEG pairs (default 1)")
     g.add_argument("--val-qualities", default="10,original",
@@ -716,13 +531,3 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("train", help="train an AFD module (frozen backbone as its own teacher)")
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afdserve.training", description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    return cmd_train(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

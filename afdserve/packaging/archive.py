@@ -8,7 +8,6 @@ pip dependencies (torch, timm, pillow, numpy, pyyaml) serves it.
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -22,18 +21,16 @@ import torch
 import yaml
 
 import afdserve
-from afdserve.manifest import archive_file_name, write_manifest
+from afdserve.packaging.manifest import archive_file_name, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
-from afdserve.imaging.budget import DEFAULT_DECODE_BUDGET_S
-from afdserve.restoration import DEFAULT_RESTORE_BUDGET_S
-from afdserve.serving.classifier_service import PRECISIONS
+from afdserve.serving.settings import DEFAULT_DECODE_BUDGET_S, DEFAULT_RESTORE_BUDGET_S, PRECISIONS, ArchiveSettings
+from afdserve.util.files import find_executable
 
 PACKAGE_DIR = Path(afdserve.__file__).resolve().parent
-# handlers/ installs as afdserve.handlers; find its folder without importing the handlers.
-HANDLERS_DIR = Path(importlib.util.find_spec("afdserve.handlers").submodule_search_locations[0])
+HANDLERS_DIR = PACKAGE_DIR / "handlers"
 # The library parts a handler imports at serve time; the CLI, server and builder stay out.
-SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving", "data", "restoration.py"]
+SERVED_PACKAGE_PARTS = ["__init__.py", "imaging", "models", "serving"]
 
 
 @dataclass(frozen=True)
@@ -75,11 +72,11 @@ class ServingConfig:
                 "maxBatchDelay": self.max_batch_delay_ms, "responseTimeout": self.response_timeout_s}
 
     def settings(self) -> dict:
+        """The worker's part of the archive's ArchiveSettings."""
         return {"threads": self.threads, "prepare_threads": self.prepare_threads,
                 "precision": {"cpu": self.cpu_precision, "cuda": self.gpu_precision},
                 "gpu_decode": self.gpu_decode, "decode_budget_s": self.decode_budget_s,
-                **({"restore_budget_s": self.restore_budget_s} if self.restore_budget_s is not None else {}),
-                "serving_reason": self.reason}
+                "restore_budget_s": self.restore_budget_s, "serving_reason": self.reason}
 
 
 # The classifiers' serving settings, chosen by scripts/sweep_serving.py (results/bench/sweep.md).
@@ -188,10 +185,7 @@ def archive_path(model_store: Path, name: str, version: str | None = None) -> Pa
 
 
 def model_archiver_executable() -> str:
-    candidate = Path(sys.executable).with_name("torch-model-archiver")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("torch-model-archiver")
+    found = find_executable("torch-model-archiver")
     if found is None:
         raise RuntimeError("torch-model-archiver not found: pip install 'afdserve[serve]'")
     return found
@@ -217,7 +211,7 @@ def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None) -
     return fuse_for_deployment(model).state_dict()
 
 
-def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
+def restorer_settings(weights: Path, file_name: str) -> tuple[dict, ArchiveSettings]:
     """(plain state dict, model-config settings) of a SwinIR checkpoint: loading it here checks
     that it is one we can serve, and the archive then holds a bare state dict."""
     from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
@@ -228,16 +222,16 @@ def restorer_settings(weights: Path, file_name: str) -> tuple[dict, dict]:
         config = SwinIRConfig.from_record(json.loads(record.read_text())["swinir_config"])
     model = load_swinir_checkpoint(weights, config)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    return state, {"weights": file_name, "swinir": model.config.to_record(), "tiles": {}}
+    return state, ArchiveSettings(weights=file_name, swinir=model.config.to_record())
 
 
-def _archive(name: str, version: str, handler: str, staging: Path, serving: ServingConfig, settings: dict,
-             model_store: Path, record: dict | None) -> Path:
+def _archive(name: str, version: str, handler: str, staging: Path, serving: ServingConfig,
+             settings: ArchiveSettings, model_store: Path, record: dict | None) -> Path:
     """torch-model-archiver over a staging folder holding model.pt and extras/, and the
     archive's manifest beside it."""
     model_store.mkdir(parents=True, exist_ok=True)
-    config = {**serving.frontend(), "afdserve": {"model": name, **settings, **serving.settings(),
-                                                 "library_version": afdserve.__version__}}
+    settings = dataclasses.replace(settings, model=name, **serving.settings(), library_version=afdserve.__version__)
+    config = {**serving.frontend(), "afdserve": settings.to_dict()}
     (staging / "model-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out = staging / "out"
     out.mkdir()
@@ -257,8 +251,7 @@ def _archive(name: str, version: str, handler: str, staging: Path, serving: Serv
     target = model_store / archive_file_name(name, version)
     shutil.move(str(out / f"{name}.mar"), target)  # replaces an older build of the same file
     accuracy = record.get("validation") if record else None
-    write_manifest(target, name, version, record=record, accuracy=accuracy,
-                   description=settings.get("description", ""))
+    write_manifest(target, name, version, record=record, accuracy=accuracy, description=settings.description)
     return target
 
 
@@ -274,16 +267,12 @@ def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path
         shutil.copy2(PACKAGE_DIR / "data" / "index_to_name.json", staging / "extras" / "index_to_name.json")
         afd_config = spec.afd_config()
         torch.save(deployment_weights(afd_config, spec.afd_weights()), staging / "model.pt")
-        settings = {
-            "description": spec.description,
-            "weights": "model.pt",
-            "afd": afd_config.to_dict() if afd_config else None,
-            "afd_release": None if spec.afd_release is None else str(spec.afd_release),
-        }
+        settings = ArchiveSettings(
+            description=spec.description, weights="model.pt", afd=afd_config.to_dict() if afd_config else None,
+            afd_release=None if spec.afd_release is None else str(spec.afd_release))
         if spec.restorer_release is not None:
-            state, settings["restorer"] = restorer_settings(release_files(spec.restorer_release)[0],
-                                                            "restorer.pt")
-            settings["restorer_release"] = str(spec.restorer_release)
+            state, restorer = restorer_settings(release_files(spec.restorer_release)[0], "restorer.pt")
+            settings = dataclasses.replace(settings, restorer=restorer, restorer_release=str(spec.restorer_release))
             torch.save(state, staging / "extras" / "restorer.pt")
         return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
                         Path(model_store), spec.record())
@@ -294,11 +283,10 @@ def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
         staging = _staging(tmp)
         state, settings = restorer_settings(spec.weights, "model.pt")
         torch.save(state, staging / "model.pt")
-        settings = {"description": spec.description, "source_weights": Path(spec.weights).name, **settings}
-        settings["tiles"] = {k: v for k, v in (("size", spec.tile_size), ("overlap", spec.tile_overlap))
-                             if v is not None}
-        if spec.max_pixels is not None:
-            settings["max_pixels"] = spec.max_pixels
+        settings = dataclasses.replace(
+            settings, description=spec.description, source_weights=Path(spec.weights).name,
+            tiles={k: v for k, v in (("size", spec.tile_size), ("overlap", spec.tile_overlap)) if v is not None},
+            max_pixels=spec.max_pixels)
         return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
                         Path(model_store), read_record(Path(spec.weights).with_suffix(".json")))
 
@@ -376,8 +364,6 @@ def _report(path: Path, start: float) -> None:
 
 def cmd_build(args) -> int:
     known = {**CLASSIFIERS, **RESTORERS}
-    if args.swinir_weights is not None:  # the older spelling of --models swinir_restorer --weights
-        args.models, args.weights, args.version = "swinir_restorer", args.swinir_weights, args.swinir_version
     names = args.models.split(",") if args.models else list(known)
     if (args.version or args.weights) and len(names) != 1:
         print("--version and --weights build one model: name it with --models", file=sys.stderr)
@@ -414,11 +400,8 @@ def add_commands(subparsers) -> None:
     build.add_argument("--version", default=None, help="version to build (default: the release's)")
     build.add_argument("--weights", default=None,
                        help="weights for the version: an AFD module (its .json record beside it) or "
-                            "'none' for afd_classifier, a SwinIR checkpoint for the restorer")
-    build.add_argument("--swinir-weights", type=Path, default=None,
-                       help="same as --models swinir_restorer --weights PATH (official SwinIR "
-                            "checkpoints load: params / params_ema / bare state dict)")
-    build.add_argument("--swinir-version", default="2.0", help="version for --swinir-weights (default 2.0)")
+                            "'none' for afd_classifier, a SwinIR checkpoint for the restorer (official "
+                            "SwinIR checkpoints load: params / params_ema / bare state dict)")
     serving = build.add_argument_group(
         "serving settings", "written into the archive's model-config.yaml (default: the release's, measured "
         "on a 2-core machine: scripts/sweep_serving.py)")

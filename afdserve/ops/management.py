@@ -21,8 +21,9 @@ from pathlib import Path
 
 import requests
 
-from afdserve.manifest import record_default, record_retired
-from afdserve.server import LocalTorchServe, TorchServeError
+from afdserve.evaluation.gate import promotion_gate
+from afdserve.packaging.manifest import record_default, record_retired
+from afdserve.ops.server import LocalTorchServe, TorchServeError
 
 
 class ManagementError(RuntimeError):
@@ -147,8 +148,6 @@ def cmd_promote(args) -> int:
     try:
         m = _management(args)
         if args.if_better is not None:
-            from afdserve.ab import promotion_gate  # the A/B report's verdict
-
             verdict = promotion_gate(json.loads(Path(args.if_better).read_text()), args.name, args.version,
                                      margin=args.margin, alpha=args.alpha, latency_budget=args.latency_budget)
             print(verdict["summary"])

@@ -13,29 +13,17 @@ a warmer cache.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
 
-from afdserve.ab_stats import agreement, latency_summary, noninferiority, paired_difference, wilson_interval
-from afdserve.client import Target, TorchServeClient
-from afdserve.evaluation import jpeg_bytes, load_labelled_folder, parse_qualities
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
-
-
-def load_images(folder: Path) -> list[tuple[Path, int | None]]:
-    """(path, label) from labels.csv + images/ (the ImageNet samples' layout), or every image in
-    the folder without labels."""
-    folder = Path(folder)
-    if (folder / "labels.csv").is_file():
-        return [(item.path, item.label) for item in load_labelled_folder(folder)]
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise SystemExit(f"no labels.csv and no images in {folder}")
-    return [(p, None) for p in paths]
+from afdserve.evaluation.ab_stats import agreement, paired_difference, wilson_interval
+from afdserve.ops.client import Target, TorchServeClient
+from afdserve.experiments.reports import write_report
+from afdserve.ops.latency import latency_summary
+from afdserve.data.folders import load_images
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
 
 
 def replay(client: TorchServeClient, a: Target, b: Target, images, quality, concurrency: int,
@@ -170,52 +158,12 @@ def run_ab(client: TorchServeClient, a: Target, b: Target, data: Path, qualities
             "qualities": per_quality, "outcomes": outcomes}
 
 
-def _ms(value: float | None) -> str:
-    return "no answer" if value is None else f"{value:.0f} ms"
-
-
-def promotion_gate(report: dict, name: str, version: str, margin: float = 0.01, alpha: float = 0.05,
-                   latency_budget: float = 1.3) -> dict:
-    """Whether an A/B report backs promoting NAME/VERSION (its B): at every quality B's top-1 is
-    not worse than A's by more than ``margin`` (one-sided non-inferiority test at level
-    ``alpha`` on the paired outcomes), and B's p95 latency is at most ``latency_budget`` times A's."""
-    wanted = f"{name}/{version}"
-    if report.get("b") != wanted:
-        raise ValueError(f"the report compares {report.get('a')} (A) with {report.get('b')} (B), not {wanted} as B")
-    if not report.get("labelled"):
-        return {"passed": False, "summary": "the A/B report has no labels: accuracy cannot be tested"}
-    reasons, lines = [], []
-    for q in report["qualities"]:
-        rows = report["outcomes"][str(q["quality"])]
-        a_ok = [r["a"]["top1"] == r["label"] for r in rows]
-        b_ok = [r["b"]["top1"] == r["label"] for r in rows]
-        test = noninferiority(a_ok, b_ok, margin=margin, alpha=alpha)
-        a_p95, b_p95 = q["a"]["latency_ms"]["p95"], q["b"]["latency_ms"]["p95"]
-        fast = a_p95 is not None and b_p95 is not None and b_p95 <= latency_budget * a_p95
-        lines.append(f"q={q['quality']}: top-1 A {100 * q['a']['top1']:.1f}% B {100 * q['b']['top1']:.1f}%, "
-                     f"A - B at most {100 * test['upper_bound']:.1f} points ({100 * (1 - alpha):.0f}% one-sided; "
-                     f"margin {100 * margin:.1f}): {'not worse' if test['passed'] else 'NOT shown not worse'}; "
-                     f"p95 A {_ms(a_p95)} B {_ms(b_p95)}: {'within' if fast else 'OVER'} {latency_budget}x")
-        if not test["passed"]:
-            reasons.append(f"accuracy at q={q['quality']}")
-        if not fast:
-            reasons.append(f"latency at q={q['quality']}")
-    passed = not reasons
-    verdict = "passes the gate" if passed else "fails the gate: " + ", ".join(reasons)
-    return {"passed": passed, "summary": "\n".join(lines + [f"{wanted} {verdict}"])}
-
-
 def cmd_ab(args) -> int:
     a, b = Target.parse(args.a), Target.parse(args.b)
     client = TorchServeClient(args.url, key_file=args.key_file, timeout=args.timeout)
     report = run_ab(client, a, b, args.data, parse_qualities(args.quality), args.concurrency, args.limit,
                     progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ab.json").write_text(json.dumps(report, indent=2))
-    text = markdown(report)
-    (args.out / "ab.md").write_text(text)
-    plot(report, args.out / "ab.png")
-    print(text)
+    write_report(args.out, "ab", report, markdown(report), plot)
     print(f"wrote {args.out}/ab.md, ab.json, ab.png")
     return 0
 

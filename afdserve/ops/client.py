@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,10 +31,11 @@ from typing import Any
 
 import requests
 
-from afdserve.ab_stats import latency_summary
+from afdserve.ops.keys import KEY_FILE_NAME, KeyFileError, inference_key
+from afdserve.ops.latency import latency_summary
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
-DEFAULT_KEY_FILE = "key_file.json"
+DEFAULT_KEY_FILE = KEY_FILE_NAME
 ERROR_TEXT_LIMIT = 500  # error bodies are kept for diagnosis, not whole HTML pages
 LATENCY_WINDOW = 100_000  # latency percentiles cover the most recent requests per version
 
@@ -90,10 +90,6 @@ class Outcome:
             return None
 
 
-class KeyFileError(ValueError):
-    """key_file.json exists but holds no readable inference key."""
-
-
 def _token_failure(response: requests.Response) -> bool:
     # TorchServe answers a missing/expired/wrong key with 400 (not 401) and
     # {"type": "InvalidKeyException", "message": "Token Authorization failed. ..."}.
@@ -127,17 +123,7 @@ class TorchServeClient:
 
     def reload_key(self) -> str | None:
         """Read the inference key from the key file now; None when there is no file."""
-        key = None
-        if self.key_file is not None:
-            try:
-                keys = json.loads(self.key_file.read_text(encoding="utf-8"))
-                key = keys["inference"]["key"]
-            except FileNotFoundError:
-                key = None
-            except (ValueError, KeyError, TypeError) as err:
-                # Also what a reader sees while the frontend is rewriting the file.
-                reason = f"{type(err).__name__}: {err}"
-                raise KeyFileError(f"{self.key_file}: no inference key ({reason})") from err
+        key = inference_key(self.key_file)
         with self._key_lock:
             self._key, self._key_loaded = key, True
         return key

@@ -17,39 +17,26 @@ Writes into ``runs/restorer-<name>``: ``restorer.pt`` (state dict in the officia
 from __future__ import annotations
 
 import argparse
-import collections
 import hashlib
-import io
-import json
-import math
-import os
-import platform
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-import afdserve
-from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.folders import load_labelled_folder
+from afdserve.data.jpeg import jpeg_roundtrip
+from afdserve.data.splits import split_images
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir_checkpoint
-from afdserve.restoration import TileSpec, restore
-from afdserve.restoration_metrics import psnr
-from afdserve.training import (add_run_control_arguments, args_dict, atomic_torch_save, atomic_write_text,
-                               lr_factor, pick_device, split_images, truncate_log)
+from afdserve.evaluation.restoration_metrics import psnr
+from afdserve.serving.restoration import TileSpec, restore
+from afdserve.train import loop
 
-CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "restorer.pt"
 RECORD = "restorer.json"
 SUMMARY = "restorer.md"
-TRAIN_LOG = "train_log.jsonl"
-RESUMABLE_CHANGES = {"resume", "out", "name", "no_progress", "threads", "device", "max_minutes",
-                     "pause_at", "checkpoint_every", "log_every", "val_images", "func", "command"}
 
 
 # ----------------------------------------------------------------------------- the compact model
@@ -91,9 +78,7 @@ def make_patch_pair(clean: Image.Image, rng: np.random.Generator, recipe: PatchR
         patch = patch[:, ::-1]
     patch = np.ascontiguousarray(patch)
     quality = int(rng.integers(recipe.quality_range[0], recipe.quality_range[1] + 1))
-    buf = io.BytesIO()
-    Image.fromarray(patch).save(buf, format="JPEG", quality=quality)
-    decoded = np.asarray(decode_image(buf.getvalue()).image)  # the serving decoder
+    _, decoded = jpeg_roundtrip(patch, quality)  # decoded by the serving decoder
 
     def tensor(a):
         return torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255)
@@ -125,12 +110,6 @@ def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-3) -> torch.Te
 # ----------------------------------------------------------------------------- validation
 
 
-def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return np.asarray(decode_image(buf.getvalue()).image)
-
-
 @torch.no_grad()
 def validate(model: SwinIR, images: list[Image.Image], qualities: list[int], device) -> list[dict]:
     """Mean PSNR (RGB) of the JPEG input and of the restored image on held-out images (a centre
@@ -144,7 +123,7 @@ def validate(model: SwinIR, images: list[Image.Image], qualities: list[int], dev
             side = min(256, w, h) // 8 * 8
             left, top = (w - side) // 2 // 8 * 8, (h - side) // 2 // 8 * 8
             clean = np.asarray(im.crop((left, top, left + side, top + side)))
-            jpeg = jpeg_roundtrip(clean, quality)
+            _, jpeg = jpeg_roundtrip(clean, quality)
             restored = restore(model, jpeg, TileSpec(), device)
             before.append(psnr(jpeg, clean))
             after.append(psnr(restored, clean))
@@ -162,11 +141,15 @@ def _load_images(items) -> list[Image.Image]:
     return [decode_image(i.path.read_bytes()).image for i in items]
 
 
-def run(args) -> dict | None:
-    threads = args.threads or os.cpu_count() or 1
-    torch.set_num_threads(threads)
+def run(args) -> tuple[dict | None, str | None]:
+    """Train (or resume) per ``args``: (the record, or None when paused or interrupted; why it
+    stopped early, if it did)."""
+    with loop.torch_threads(args.threads) as threads:
+        return _run(args, loop.pick_device(args.device), threads)
+
+
+def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | None]:
     torch.manual_seed(args.seed)
-    device = pick_device(args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -182,76 +165,24 @@ def run(args) -> dict | None:
         # Fine-tuning: start from a trained restorer of the same architecture.
         model.load_state_dict(load_swinir_checkpoint(args.init_weights, config).state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps, args.warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: loop.lr_factor(s, args.steps, args.warmup))
 
-    step, elapsed, recent, log_mode = 0, 0.0, [], "w"
-    if args.resume:
-        state = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=True)
-        changed = sorted(k for k in set(state["args"]) | set(args_dict(args))
-                         if k not in RESUMABLE_CHANGES and state["args"].get(k) != args_dict(args).get(k))
-        if changed:
-            raise SystemExit(f"--resume with different settings than the checkpoint: {', '.join(changed)}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, elapsed, recent = state["step"], state["elapsed_s"], state["recent"]
-        truncate_log(out_dir / TRAIN_LOG, step)
-        log_mode = "a"
-        print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
-    recent = collections.deque(recent, maxlen=50)
+    def batches(start: int, stop: int):
+        for step in range(start, stop):
+            jpeg, clean, _ = sampler.batch(step, args.batch_size)
+            yield jpeg.to(device), clean.to(device)
 
-    def save_checkpoint():
-        atomic_torch_save({"step": step, "elapsed_s": elapsed, "recent": list(recent),
-                           "args": args_dict(args), "model": model.state_dict(),
-                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                          out_dir / CHECKPOINT)
+    def losses(batch):
+        jpeg, clean = batch
+        return {"loss": charbonnier(model(jpeg), clean)}
 
-    stop = args.steps if args.pause_at is None else min(args.steps, args.pause_at)
     model.train()
-    bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
-               dynamic_ncols=True, disable=args.no_progress)
-    stopped, smoothed, session_start, session_patches = None, None, time.perf_counter(), 0
-    with open(out_dir / TRAIN_LOG, log_mode) as log:
-        try:
-            last = time.perf_counter()
-            while step < stop:
-                jpeg, clean, _ = sampler.batch(step, args.batch_size)
-                jpeg, clean = jpeg.to(device), clean.to(device)
-                loss = charbonnier(model(jpeg), clean)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                now = time.perf_counter()
-                elapsed, last = elapsed + now - last, now
-                session_patches += args.batch_size
-                recent.append(loss.item())
-                smoothed = recent[-1] if smoothed is None else 0.95 * smoothed + 0.05 * recent[-1]
-                rate = session_patches / (now - session_start)
-                bar.set_postfix(loss=f"{smoothed:.4f}", patch_s=f"{rate:.1f}", refresh=False)
-                bar.update(1)
-                if step % args.log_every == 0 or step == stop:
-                    log.write(json.dumps({"step": step, "loss": round(recent[-1], 6),
-                                          "lr": scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 1),
-                                          "patches_per_s": round(rate, 2)}) + "\n")
-                    log.flush()
-                if step % args.checkpoint_every == 0 or step == stop:
-                    save_checkpoint()
-                if args.max_minutes and elapsed > 60 * args.max_minutes and step < stop:
-                    print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
-                    save_checkpoint()
-                    stopped = "max-minutes"
-                    break
-        except KeyboardInterrupt:
-            save_checkpoint()
-            print(f"\ninterrupted: checkpoint at step {step} in {out_dir}", flush=True)
-            return None
-        finally:
-            bar.close()
-    if step < args.steps and stopped is None:
-        return None  # --pause-at: continue with --resume
+    outcome = loop.train(loop.Run(args, out_dir, {"model": model}, optimizer, scheduler, losses, batches,
+                                  list(model.parameters()), clip=1.0, unit="patch", rate_key="patches_per_s",
+                                  resumable={"val_images"}))
+    step, stopped = outcome.step, outcome.stopped
+    if outcome.to_be_continued:  # continue with --resume
+        return None, stopped
 
     weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     torch.save(weights, out_dir / WEIGHTS)
@@ -265,25 +196,22 @@ def run(args) -> dict | None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "macs_per_pixel": round(macs),
         "recipe": {**asdict(recipe), "loss": "charbonnier", "encoder": f"Pillow {Image.__version__}"},
-        "completed": step >= args.steps, "stopped": stopped, "steps": step, "steps_planned": args.steps,
+        "completed": outcome.completed, "stopped": stopped, "steps": step, "steps_planned": args.steps,
         "patches_seen": step * args.batch_size,
-        "wall_time_s": round(elapsed, 1),
-        "final_loss_last_50_steps": float(np.mean(recent)) if recent else None,
+        "wall_time_s": round(outcome.elapsed_s, 1),
+        "final_loss_last_50_steps": outcome.mean_recent().get("loss"),
         "validation": validation,
         "data": str(Path(args.data).resolve()),
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_items),
                   "val_images": len(val_items), "rule": "as afdserve train (sha256 of the file name)"},
-        "seed": args.seed, "args": args_dict(args), "library_version": afdserve.__version__,
-        "torch_version": torch.__version__, "device": str(device), "threads": threads,
-        "host": platform.node(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **loop.provenance(args, device, threads),
     }
-    atomic_write_text(out_dir / RECORD, json.dumps(record, indent=2))
-    atomic_write_text(out_dir / SUMMARY, summary_markdown(record))
+    loop.write_record(out_dir, record, RECORD, summary_markdown(record), SUMMARY)
     for row in validation:
         print(f"q={row['quality']}: PSNR {row['psnr_jpeg']:.2f} (JPEG) -> {row['psnr_restored']:.2f} dB "
               f"({row['gain_db']:+.2f})", flush=True)
     print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
-    return record
+    return record, stopped
 
 
 def summary_markdown(record: dict) -> str:
@@ -314,10 +242,7 @@ def summary_markdown(record: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
-                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
-    g.add_argument("--val-fraction", type=float, default=0.3,
-                   help="held-out share by file-name hash; the same split as afdserve train (default 0.3)")
+    loop.add_data_arguments(g)
     g.add_argument("--quality-range", type=int, nargs=2, default=[10, 40], metavar=("MIN", "MAX"))
     g.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 1.0], metavar=("MIN", "MAX"),
                    help="random downscale of the clean image before cropping (default 0.5 1.0)")
@@ -341,7 +266,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--name", default="compact")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/restorer-<name>)")
-    add_run_control_arguments(g)
+    loop.add_run_control_arguments(g)
     g.add_argument("--val-images", type=int, default=40, help="validation images for the final check")
     g.add_argument("--no-progress", action="store_true")
 
@@ -351,21 +276,11 @@ def cmd_train_restorer(args) -> int:
         raise SystemExit("--patch must be a multiple of --window")
     if args.out is None:
         args.out = Path("runs") / f"restorer-{args.name}"
-    run(args)
-    return 0
+    _, stopped = run(args)
+    return 130 if stopped == "interrupted" else 0  # as afdserve train
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("train-restorer", help="train a compact SwinIR JPEG artefact restorer")
     add_arguments(p)
     p.set_defaults(func=cmd_train_restorer)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m afdserve.restorer_training")
-    add_arguments(parser)
-    return cmd_train_restorer(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

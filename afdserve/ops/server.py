@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import re
 import shutil
@@ -31,11 +30,12 @@ from pathlib import Path
 import psutil
 import requests
 
-from afdserve.manifest import ArchiveVerificationError, served_archives, verify_archive
+from afdserve.ops.keys import KEY_FILE_NAME, read_keys
+from afdserve.packaging.manifest import ArchiveVerificationError, served_archives, verify_archive
+from afdserve.util.files import find_executable
 
 TS_NAMESPACE = "org.pytorch.serve.ModelServer"  # in the java command line; what ts itself checks
 PID_FILE_NAME = ".model_server.pid"  # written by `torchserve --start` into $TMPDIR
-KEY_FILE_NAME = "key_file.json"  # written by the frontend into its working directory
 MIN_JAVA = 11
 JAVA_HINT = (
     "On Debian/Ubuntu: sudo apt-get install openjdk-17-jre-headless; "
@@ -88,10 +88,7 @@ class MissingArchiveError(TorchServeError, FileNotFoundError):
 def find_torchserve() -> str:
     """The ``torchserve`` script of this interpreter's environment first (a venv's bin need not
     be on PATH), then PATH."""
-    here = Path(sys.executable).parent / "torchserve"  # not resolved: the venv's python is a link
-    if here.is_file() and os.access(here, os.X_OK):
-        return str(here)
-    found = shutil.which("torchserve")
+    found = find_executable("torchserve")
     if found:
         return found
     raise TorchServeError(
@@ -180,7 +177,7 @@ def write_properties(base: Path, dest: Path, overrides: dict) -> None:
         else:
             out.append(line)
     if pending:
-        out.append(f"# added by afdserve.server for this run (base: {base})")
+        out.append(f"# added by afdserve.ops.server for this run (base: {base})")
         out.extend(f"{k}={v}" for k, v in pending.items())
     dest.write_text("\n".join(out) + "\n", encoding="utf-8")
 
@@ -371,7 +368,7 @@ class LocalTorchServe:
         """key_file.json as written by the frontend:
         {"management": {"key", "expiration time"}, "inference": {...}, "API": {"key"}}."""
         try:
-            return json.loads(self.key_file.read_text(encoding="utf-8"))
+            return read_keys(self.key_file)
         except FileNotFoundError:
             raise TorchServeError(f"no {self.key_file}: is TorchServe running from {self.workdir}?")
 
@@ -442,7 +439,7 @@ class LocalTorchServe:
                 "missing model archive(s): %s; build them with `afdserve build` (or `make build`)"
                 % ", ".join(str(p) for p in missing)
             )
-        # Every archive must match its manifest (afdserve.manifest): what is served is what was built.
+        # Every archive must match its manifest (afdserve.packaging.manifest): what is served is what was built.
         for _, path in self.archives():
             try:
                 verify_archive(path)
@@ -674,7 +671,7 @@ def _print_usage(server: LocalTorchServe, models) -> None:
 
 def _server_from_args(args) -> LocalTorchServe:
     """Every version of each named model in the store (NAME.VERSION.mar), retired ones left
-    out, the recorded default first (see afdserve.manifest.served_archives)."""
+    out, the recorded default first (see afdserve.packaging.manifest.served_archives)."""
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     models = {}
     for name in names:

@@ -6,56 +6,23 @@ Two uses:
 - ``afdserve evaluate --run runs/afd-v1``: a trained AFD module against the plain backbone on the
   run's validation images (never trained on), at many JPEG qualities under two protocols, with
   the share of the JPEG drop won back (paired bootstrap interval), the module's cost, a Markdown
-  table, JSON and a PNG plot. See ``afdserve.afd_report``.
+  table, JSON and a PNG plot. See ``afdserve.evaluation.afd_report``.
 """
 
-import csv
-import io
 import json
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from PIL import Image
 from tqdm import tqdm
 
+from afdserve.data.folders import DEFAULT_DATA_DIR, LabelledImage, load_labelled_folder
+from afdserve.data.jpeg import jpeg_bytes, parse_qualities
 from afdserve.serving.classifier_service import ClassifierService
-
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
-
-
-@dataclass
-class LabelledImage:
-    path: Path
-    label: int
-
-
-def load_labelled_folder(data_dir: Path) -> list[LabelledImage]:
-    """Images and labels from ``labels.csv`` (columns ``file`` and ``class_index``) beside an
-    ``images/`` folder, as in the ImageNet samples."""
-    data_dir = Path(data_dir)
-    with open(data_dir / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [LabelledImage(data_dir / "images" / r["file"], int(r["class_index"])) for r in rows]
-
-
-def jpeg_bytes(path: Path, quality: int | None) -> bytes:
-    """The file as stored (quality None) or re-encoded by Pillow at ``quality``, the way
-    users' compressed files are mostly made."""
-    raw = path.read_bytes()
-    if quality is None:
-        return raw
-    with Image.open(io.BytesIO(raw)) as im:
-        out = io.BytesIO()
-        im.convert("RGB").save(out, format="JPEG", quality=quality)
-        return out.getvalue()
-
-
-def parse_qualities(text: str) -> list[int | None]:
-    return [None if q.strip() == "original" else int(q) for q in text.split(",")]
+from afdserve.serving.restorer_service import RestorerService
+from afdserve.serving.settings import ArchiveSettings
 
 
 def service_from_archive(mar_path: Path, workdir: Path, device="cpu"):
@@ -64,11 +31,9 @@ def service_from_archive(mar_path: Path, workdir: Path, device="cpu"):
     with zipfile.ZipFile(mar_path) as z:
         z.extractall(workdir)
     manifest = json.loads((workdir / "MAR-INF" / "MANIFEST.json").read_text())
-    settings = yaml.safe_load((workdir / "model-config.yaml").read_text())["afdserve"]
+    settings = ArchiveSettings.from_dict(yaml.safe_load((workdir / "model-config.yaml").read_text())["afdserve"])
     model = manifest["model"]
-    service_class = ClassifierService
-    if "swinir" in settings:
-        from afdserve.serving.restorer_service import RestorerService as service_class
+    service_class = RestorerService if settings.is_restorer else ClassifierService
     return service_class.from_model_dir(workdir, settings, model["modelName"], model.get("modelVersion", ""),
                                         device=device)
 
@@ -86,7 +51,7 @@ def evaluate_service(service: ClassifierService, images: list[LabelledImage], qu
         answers = service.handle(bodies)
         seconds += time.perf_counter() - t0
         for item, answer in zip(chunk, answers):
-            predicted = [entry["index"] for entry in answer.body["top_k"]]
+            predicted = [entry["index"] for entry in answer.json()["top_k"]]
             top1 += predicted[0] == item.label
             top5 += item.label in predicted
     n = len(images)
@@ -117,7 +82,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_dispatch(args) -> int:
     if args.run:
-        from afdserve.afd_report import cmd_evaluate_runs
+        from afdserve.evaluation.afd_report import cmd_evaluate_runs
 
         return cmd_evaluate_runs(args)
     return cmd_evaluate(args)

@@ -23,11 +23,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from afdserve.evaluation import LabelledImage, jpeg_bytes, load_labelled_folder, parse_qualities
+from afdserve.data.folders import LabelledImage, load_labelled_folder
+from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, RESIZE_SHORTER, collate, prepare
 from afdserve.models.afd import AFDConfig
-from afdserve.models.classifier import AFDClassifier, build_classifier, fuse_for_deployment
+from afdserve.models.classifier import Classifier, build_classifier, fuse_for_deployment
 
 PROTOCOLS = {
     "P1": "resize shorter side to 256, centre crop 224, then JPEG (ImageNet-C style)",
@@ -60,7 +61,7 @@ def load_run(folder: Path) -> AFDRun:
                   record, list(split["val"]))
 
 
-def deployed_pair(run: AFDRun) -> tuple[AFDClassifier, AFDClassifier]:
+def deployed_pair(run: AFDRun) -> tuple[Classifier, Classifier]:
     """(plain backbone, backbone + the run's AFD module), both fused as they are served."""
     plain = fuse_for_deployment(build_classifier(None))
     afd = build_classifier(run.config)
@@ -81,16 +82,15 @@ def protocol_bytes(path: Path, protocol: str, quality: int | None) -> bytes:
     if protocol == "P2":
         return jpeg_bytes(path, quality)
     crop = centre_crop_224(decode_image(path.read_bytes()).image)
+    if quality is not None:
+        return encode_jpeg(crop, quality)
     out = io.BytesIO()
-    if quality is None:
-        crop.save(out, format="PNG")  # lossless: the clean reference
-    else:
-        crop.save(out, format="JPEG", quality=quality)
+    crop.save(out, format="PNG")  # lossless: the clean reference
     return out.getvalue()
 
 
 @torch.inference_mode()
-def score(models: dict[str, AFDClassifier], images: list[LabelledImage], protocol: str,
+def score(models: dict[str, Classifier], images: list[LabelledImage], protocol: str,
           quality: int | None, dct_source: str, batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
     """Per-image top-1 and top-5 correctness of each model on the same prepared inputs."""
     hits = {name: {"top1": [], "top5": []} for name in models}
@@ -122,14 +122,14 @@ def bootstrap_share(plain_clean, plain_q, afd_q, resamples: int, seed: int = 0) 
     return float(point), float(lo), float(hi)
 
 
-def forward_macs(model: AFDClassifier, batch: dict) -> int:
+def forward_macs(model: Classifier, batch: dict) -> int:
     with FlopCounterMode(display=False) as counter:
         model(**batch)
     return counter.get_total_flops() // 2  # multiply-adds: one FLOP pair each
 
 
 @torch.inference_mode()
-def module_cost(plain: AFDClassifier, afd: AFDClassifier, sample: dict, repeats: int = 20) -> dict:
+def module_cost(plain: Classifier, afd: Classifier, sample: dict, repeats: int = 20) -> dict:
     """Parameters and multiply-adds of the module next to the backbone's, and the measured
     per-image latency of both (same batch, interleaved in the same run, median of ``repeats``)."""
     one = {k: v[:1] for k, v in sample.items()}

@@ -15,7 +15,6 @@ its cost in front of the classifier.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import statistics
 import time
@@ -26,16 +25,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from afdserve.afd_report import PROTOCOLS, bootstrap_share, deployed_pair, load_run, pct, protocol_bytes
-from afdserve.evaluation import DEFAULT_DATA_DIR, load_labelled_folder, parse_qualities
+from afdserve.evaluation.afd_report import PROTOCOLS, bootstrap_share, deployed_pair, load_run, pct, protocol_bytes
+from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
+from afdserve.data.jpeg import jpeg_roundtrip, parse_qualities
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.swinir import count_macs, load_swinir_checkpoint
-from afdserve.restoration import TileSpec, restore
-from afdserve.restoration_metrics import measure
+from afdserve.serving.restoration import TileSpec, restore
+from afdserve.evaluation.restoration_metrics import measure
 
 TESTSETS_DIR = DEFAULT_DATA_DIR.parent / "jpeg-car-testsets"
-RELEASE_DIR = Path(__file__).resolve().parent / "weights"
+RELEASE_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 # SwinIR-M (Liang et al. 2021), one model per quality: ../shared/docs/method-notes.md.
 PUBLISHED_SWINIR_M = {
@@ -45,15 +45,6 @@ PUBLISHED_SWINIR_M = {
                     40: {"psnr": 32.75, "psnr_b": 32.12, "ssim": 0.9174}},
     "classic5": {10: {"psnr": 30.27}, 20: {"psnr": 32.52}, 30: {"psnr": 33.73}, 40: {"psnr": 34.52}},
 }
-
-
-def jpeg_roundtrip(array: np.ndarray, quality: int) -> tuple[bytes, np.ndarray]:
-    """Pillow JPEG of an HxW (gray) or HxWx3 uint8 array, and the file decoded by the server's
-    decoder (RGB)."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=quality)
-    data = buf.getvalue()
-    return data, np.asarray(decode_image(data).image)
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:

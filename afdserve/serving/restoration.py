@@ -17,14 +17,10 @@ import torch
 from PIL import Image
 
 from afdserve.imaging.budget import CpuBudget
+from afdserve.serving.settings import DEFAULT_RESTORE_BUDGET_S
 
 __all__ = ["RestoreCost", "TileSpec", "restore", "restore_tensor", "tile_starts", "to_tensor", "to_uint8"]
 
-# A restorer's CPU budget per image, counted over the worker's process (torch runs on every core).
-# The compact SwinIR v1 took 26 s of CPU for a 512x512 image here (2 cores), so 90 s admit about
-# 0.9 megapixels today; four such requests in one batch still finish within the restorer
-# archive's 300 s response timeout, so TorchServe never declares the worker hung.
-DEFAULT_RESTORE_BUDGET_S = 90.0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ says how many requests failed and how long until a request sent after the kill w
 again. After the load, one more request checks that the server recovered.
 
 With ``--attackers N`` the load runs twice, first with the honest clients alone, then with N more
-clients sending cost bombs (``afdserve.cost_bombs``: small bodies whose structure once cost
+clients sending cost bombs (``afdserve.experiments.cost_bombs``: small bodies whose structure once cost
 seconds to decode) as fast as they are answered: the report compares the honest clients'
 latencies and errors between the two runs.
 """
@@ -30,11 +30,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from afdserve.ab_stats import latency_summary
-from afdserve.cost_bombs import cost_bombs
-from afdserve.client import Target, TorchServeClient
-from afdserve.management import Management
-from afdserve.server import LocalTorchServe
+from afdserve.experiments.cost_bombs import cost_bombs
+from afdserve.ops.client import Target, TorchServeClient
+from afdserve.ops.latency import latency_summary
+from afdserve.ops.management import Management
+from afdserve.ops.server import LocalTorchServe
 
 # The photos scikit-image ships (its data module needs no download for these).
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -229,7 +229,7 @@ def attack_markdown(report: dict) -> str:
         "| run | honest clients | honest requests | honest non-200 | p50 ms | p99 ms | honest req/s |",
         "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         f"- honest p99 beside the attackers / alone: {report['p99_ratio']}",
-        f"- {a['clients']} attackers sent {a['requests']} bombs ({len(cost_bombs())} kinds, afdserve.cost_bombs): "
+        f"- {a['clients']} attackers sent {a['requests']} bombs ({len(cost_bombs())} kinds, afdserve.experiments.cost_bombs): "
         f"{statuses}; their p50 {a['latency_ms']['p50'] or 0:.0f} ms, p99 {a['latency_ms']['p99'] or 0:.0f} ms",
     ]) + "\n"
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 import afdserve
+from afdserve.util.files import atomic_write_text
 
 MANIFEST_SUFFIX = ".manifest.json"
 SERVING_STATE = "serving.json"
@@ -71,13 +70,6 @@ def weights_digests(archive: Path) -> dict[str, str]:
     return digests
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_manifest(archive: Path, model: str, version: str, record: dict | None = None,
                    accuracy=None, description: str = "") -> dict:
     archive = Path(archive)
@@ -93,7 +85,7 @@ def write_manifest(archive: Path, model: str, version: str, record: dict | None 
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "library_version": afdserve.__version__,
     }
-    _atomic_write(manifest_path(archive), json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(manifest_path(archive), json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -145,7 +137,7 @@ def read_serving_state(model_store: Path) -> dict:
 
 
 def write_serving_state(model_store: Path, state: dict) -> None:
-    _atomic_write(Path(model_store) / SERVING_STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(Path(model_store) / SERVING_STATE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def record_default(model_store: Path, model: str, version: str) -> None:
