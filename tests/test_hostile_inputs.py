@@ -282,9 +282,8 @@ def test_a_request_over_its_budget_fails_alone(classifier):
     large, small = BY_NAME["jpeg_4000x3000_photo"], BY_NAME["jpeg_baseline"]  # 0.2 s to decode; 1 ms
     tight.handle([torchserve_row(small)])  # warm: the first DCT builds its cached basis
     answers = tight.handle([torchserve_row(large), torchserve_row(small)])
-    assert answers[1].status == 200, answers[1].body
     assert [a.status for a in answers] == [413, 200]
-    assert "CPU budget" in answers[0].body["error"]
+    assert "CPU budget" in answers[0].json()["error"]
 
 
 def test_restorer_budget_stops_tiling_and_then_refuses_upfront():
@@ -293,7 +292,7 @@ def test_restorer_budget_stops_tiling_and_then_refuses_upfront():
     tiled, one_tile = jpeg(small_photo(size=(400, 300))), jpeg(small_photo(size=(48, 32)))
     replies = service.handle([tiled, one_tile], [{}, {}])
     assert [r.status for r in replies] == [413, 200]
-    assert "restoring the image" in json.loads(replies[0].body)["error"]
+    assert "restoring the image" in replies[0].json()["error"]
 
     # Once a tiled image has been restored, the rate it took refuses what would overrun, before any work.
     service.restore_cost.budget_s = 600.0
@@ -302,7 +301,7 @@ def test_restorer_budget_stops_tiling_and_then_refuses_upfront():
     service.restore_cost.budget_s = rate * 1200 * 900 / 2  # half what a 1200x900 image would take
     start = time.process_time()
     [reply] = service.handle([jpeg(small_photo(size=(1200, 900)))], [{}])
-    assert reply.status == 413 and "would take about" in json.loads(reply.body)["error"]
+    assert reply.status == 413 and "would take about" in reply.json()["error"]
     assert time.process_time() - start < rate * 1200 * 900 / 4
 
 
