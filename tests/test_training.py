@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from afdserve.data.folders import LabelledImage, load_labelled_folder
-from afdserve.data.splits import split_images, split_key
+from afdserve.data.splits import split_images, split_key, training_set
 from afdserve.train.loop import CHECKPOINT, TRAIN_LOG
 from afdserve.imaging.preprocess import resized_dct_tensor
 from afdserve.models.afd import AFDConfig, AFDModule
@@ -182,3 +182,36 @@ def test_train_command_is_registered():
     add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train", "--loss", "feature", "--insert-after", "blocks.0"])
     assert args.func.__name__ == "cmd_train" and args.loss == "feature" and args.val_fraction == 0.3
+
+
+def test_several_folders_labelled_or_not_and_a_validation_folder(data_dir, tmp_path):
+    """An unlabelled folder gives every photo, a labelled one its training split only; a
+    validation folder is taken whole and must share no photo with training."""
+    unlabelled = tmp_path / "photos"
+    unlabelled.mkdir()
+    for i in range(3):
+        (unlabelled / f"free_{i}.jpg").write_bytes(encode(photo("coffee").resize((240 + 8 * i, 240)), quality=90))
+    val_dir = tmp_path / "val"
+    (val_dir / "images").mkdir(parents=True)
+    (val_dir / "images" / "held.jpg").write_bytes(encode(photo("chelsea").resize((250, 230)), quality=85))
+    (val_dir / "labels.csv").write_text("file,class_index\nheld.jpg,7\n")
+
+    train, val, sources = training_set([data_dir, unlabelled], VAL_FRACTION, val_dir)
+    labelled_train, _ = split_images(load_labelled_folder(data_dir), VAL_FRACTION)
+    assert len(train) == len(labelled_train) + 3
+    assert [(s["labelled"], s["images"]) for s in sources] == [(True, len(labelled_train)), (False, 3)]
+    assert [(v.path.name, v.label) for v in val] == [("held.jpg", 7)]
+
+    result = run_training(parse("--data", str(data_dir), str(unlabelled), "--val", str(val_dir),
+                                "--out", str(tmp_path / "run"), *TINY))
+    assert result.record["split"]["train_images"] == len(train) and result.record["split"]["val_images"] == 1
+    assert [s["folder"] for s in result.record["data"]] == [str(data_dir.resolve()), str(unlabelled.resolve())]
+
+    # The same photo under another name in training: refused.
+    (unlabelled / "copy.jpg").write_bytes((val_dir / "images" / "held.jpg").read_bytes())
+    with pytest.raises(SystemExit, match="also a validation photo"):
+        training_set([unlabelled], VAL_FRACTION, val_dir)
+    evaluation_only = tmp_path / "imagenet-val-1000"
+    unlabelled.rename(evaluation_only)
+    with pytest.raises(SystemExit, match="evaluation only"):
+        training_set([evaluation_only], VAL_FRACTION)

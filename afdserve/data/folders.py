@@ -13,7 +13,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 @dataclass
 class LabelledImage:
     path: Path
-    label: int
+    label: int | None  # None: a photo without a label (label-free training)
 
 
 def load_labelled_folder(data_dir: Path) -> list[LabelledImage]:

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from afdserve.data.folders import LabelledImage, load_labelled_folder
+from afdserve.data.folders import LabelledImage
 from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
-from afdserve.data.splits import SPLIT_RULE, split_images
+from afdserve.data.splits import SPLIT_RULE, training_set
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
@@ -338,12 +338,11 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     out_dir = Path(args.out) if args.out else Path("runs") / f"afd-{args.name or default_name(args)}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    images = load_labelled_folder(args.data)
-    train_images, val_images = split_images(images, args.val_fraction)
+    train_images, val_images, sources = training_set(args.data, args.val_fraction, args.val)
     if not train_images:
         raise SystemExit(f"no training images in {args.data} with --val-fraction {args.val_fraction}")
-    split = {"data": str(Path(args.data).resolve()), "val_fraction": args.val_fraction,
-             "rule": SPLIT_RULE,
+    split = {"data": sources, "val_fraction": args.val_fraction, "rule": SPLIT_RULE,
+             "validation": str(Path(args.val).resolve()) if args.val else "the first labelled folder's split",
              "train": [i.path.name for i in train_images], "val": [i.path.name for i in val_images]}
     atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
 
@@ -407,10 +406,10 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         "images_per_s_last_session": round(outcome.session_images / max(outcome.session_seconds, 1e-9), 2),
         "final_losses_last_50_steps": final,
         "validation": validation,
-        "data": str(Path(args.data).resolve()),
+        "data": sources,
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_images),
-                  "val_images": len(val_images), "rule": split["rule"], "file": SPLIT,
-                  "train": split["train"], "val": split["val"]},
+                  "val_images": len(val_images), "validation": split["validation"], "rule": split["rule"],
+                  "file": SPLIT, "train": split["train"], "val": split["val"]},
         **loop.provenance(args, device, threads),
     }
     loop.write_record(out_dir, record, RECORD, summary_markdown(record), SUMMARY)
@@ -419,6 +418,14 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
               f"KL to clean {row['kl_to_clean_plain']:.3f} -> {row['kl_to_clean_afd']:.3f}", flush=True)
     print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
     return TrainResult(out_dir, record, student, outcome.completed, stopped)
+
+
+def _sources(record: dict) -> list[dict]:
+    """The run's training folders; records before several folders named one folder as a string."""
+    data = record["data"]
+    if isinstance(data, str):
+        return [{"folder": data, "images": record["split"]["train_images"], "taken": "training split"}]
+    return data
 
 
 def summary_markdown(record: dict) -> str:
@@ -436,8 +443,9 @@ def summary_markdown(record: dict) -> str:
            if a.get("high_quality_share") else "")
         + f"), shorter side {a['shorter_side'][0]}-{a['shorter_side'][1]}"
         + (f" ({a['input_sized_share']:.0%} as exact 224x224 crops)" if a.get("input_sized_share") else ""),
-        f"- data `{record['data']}`: {record['split']['train_images']} train / "
-        f"{record['split']['val_images']} validation images (by name hash, see {SPLIT})",
+        "- data: " + "; ".join(f"`{s['folder']}` {s['images']} ({s['taken']})" for s in _sources(record))
+        + f"; {record['split']['train_images']} train / {record['split']['val_images']} validation images "
+        f"({record['split'].get('validation', 'split by name hash')}, see {SPLIT})",
         f"- {record['wall_time_s'] / 60:.1f} min on {record['device']} ({record['threads']} threads), "
         f"{record['images_per_s_last_session']} images/s; seed {record['seed']}, "
         f"afdserve {record['library_version']}, torch {record['torch_version']}",
@@ -463,7 +471,7 @@ def summary_markdown(record: dict) -> str:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    loop.add_data_arguments(g)
+    loop.add_data_arguments(g, several=True)
     g.add_argument("--quality-range", type=int, nargs=2, default=[5, 50], metavar=("MIN", "MAX"),
                    help="JPEG qualities to train on (default 5 50)")
     g.add_argument("--quality-dist", choices=["log-uniform", "uniform"], default="log-uniform")

@@ -37,10 +37,19 @@ RUN_CONTROL_ARGS = {"resume", "out", "name", "no_progress", "threads", "device",
                     "checkpoint_every", "log_every", "func", "command"}
 
 
-def add_data_arguments(g) -> None:
-    """The labelled images and the held-out share: the same split for every recipe."""
-    g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
-                   help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
+def add_data_arguments(g, several: bool = False) -> None:
+    """The labelled images and the held-out share: the same split for every recipe. ``several``:
+    ``--data`` takes several folders, labelled or not, and ``--val`` a validation folder."""
+    if several:
+        g.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA_DIR], metavar="DIR",
+                       help="training folders: with labels.csv (its training split is taken) or any folder "
+                            "of images (all are taken) (default: ../shared/data/imagenet-samples)")
+        g.add_argument("--val", type=Path, default=None, metavar="DIR",
+                       help="labelled validation folder, all of it (default: the validation split of the "
+                            "first labelled --data folder)")
+    else:
+        g.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
+                       help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
     g.add_argument("--val-fraction", type=float, default=0.3,
                    help="share of files held out for validation, chosen by file-name hash; the same "
                         "split for every model (default 0.3)")
