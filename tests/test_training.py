@@ -215,3 +215,16 @@ def test_several_folders_labelled_or_not_and_a_validation_folder(data_dir, tmp_p
     unlabelled.rename(evaluation_only)
     with pytest.raises(SystemExit, match="evaluation only"):
         training_set([evaluation_only], VAL_FRACTION)
+
+
+def test_a_run_is_evaluated_on_a_folder_it_never_saw_whole(trained, data_dir, tmp_path):
+    from afdserve.evaluation.afd_report import evaluation_images, load_run
+
+    run = load_run(trained.out_dir)
+    own = {i.path.name: i for i in load_labelled_folder(data_dir)}
+    assert sorted(i.path.name for i in evaluation_images(run, own, data_dir)) == sorted(run.val_files)
+    unseen = {f"other_{i}.jpg": LabelledImage(tmp_path / f"other_{i}.jpg", i) for i in range(3)}
+    assert len(evaluation_images(run, unseen, tmp_path)) == 3
+    trained_name = next(name for name in own if name not in run.val_files)
+    with pytest.raises(SystemExit, match="training photos"):
+        evaluation_images(run, {**unseen, trained_name: own[trained_name]}, tmp_path)

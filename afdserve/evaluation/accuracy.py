@@ -93,8 +93,9 @@ def add_commands(subparsers) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--archive", nargs="+", help=".mar files")
     what.add_argument("--run", nargs="+", type=Path,
-                      help="AFD training run folders (afd_module.pt + afd_module.json); evaluated on "
-                           "their validation split against the plain backbone")
+                      help="AFD training run folders (afd_module.pt + afd_module.json) or release records; "
+                           "evaluated against the plain backbone on their validation split in --data, or on "
+                           "all of --data when it is a folder they never trained on (imagenet-val-1000)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR,
                    help="folder with labels.csv and images/ (default: ../shared/data/imagenet-samples)")
     p.add_argument("--quality", default=None,

@@ -235,6 +235,22 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def evaluation_images(run: AFDRun, all_images: dict, data: Path) -> list:
+    """The run's validation photos where ``data`` is its validation folder; otherwise every photo
+    of ``data`` (a set the run never saw, such as imagenet-val-1000), once it is checked that
+    none of them is among the run's training files."""
+    images = [all_images[name] for name in run.val_files if name in all_images]
+    if images:
+        return images
+    split_file = run.folder / "split.json"
+    trained_on = set(json.loads(split_file.read_text())["train"]) if split_file.exists() else set()
+    trained_on |= set(run.record.get("split", {}).get("train", []))
+    seen = sorted(trained_on & set(all_images))
+    if seen:
+        raise SystemExit(f"{data} holds {len(seen)} of run {run.name}'s training photos ({seen[0]}, ...)")
+    return list(all_images.values())
+
+
 def cmd_evaluate_runs(args) -> int:
     all_images = {i.path.name: i for i in load_labelled_folder(args.data)}
     qualities = parse_qualities(args.quality or DEFAULT_QUALITIES)
@@ -245,7 +261,7 @@ def cmd_evaluate_runs(args) -> int:
     results = []
     for folder in args.run:
         run = load_run(folder)
-        images = [all_images[name] for name in run.val_files if name in all_images]
+        images = evaluation_images(run, all_images, args.data)
         if args.limit:
             images = images[: args.limit]
         out = args.out / run.name if args.out and len(args.run) > 1 else (args.out or Path("results") / run.name)
