@@ -262,3 +262,31 @@ def test_agreement():
     assert math.isnan(ab.agreement([], []))
     with pytest.raises(ValueError):
         ab.agreement([1], [1, 2])
+
+
+def _gate_report(a_right: list[bool], b_right: list[bool]) -> dict:
+    rows = [{"label": 1, "a": {"top1": 1 if a else 0}, "b": {"top1": 1 if b else 0}}
+            for a, b in zip(a_right, b_right)]
+    side = {"latency_ms": {"p95": 10.0}}
+    return {"a": "afd_classifier/1.0", "b": "afd_classifier/3.0", "labelled": True,
+            "qualities": [{"quality": 10, "a": {"top1": sum(a_right) / len(rows), **side},
+                           "b": {"top1": sum(b_right) / len(rows), **side}}],
+            "outcomes": {"10": rows}}
+
+
+def test_gate_on_1000_photos_passes_an_equal_model_and_fails_one_two_points_worse():
+    from afdserve.evaluation.gate import promotion_gate
+
+    a = [True] * 800 + [False] * 200
+    assert promotion_gate(_gate_report(a, a), "afd_classifier", "3.0")["passed"]
+    # As accurate, but disagreeing with A on 100 photos (50 each way): still passes.
+    differs = a[:]
+    differs[:50] = [False] * 50
+    differs[800:850] = [True] * 50
+    assert sum(differs) == sum(a)
+    assert promotion_gate(_gate_report(a, differs), "afd_classifier", "3.0")["passed"]
+    # Two points worse (20 photos more wrong): fails.
+    worse = a[:]
+    worse[:20] = [False] * 20
+    verdict = promotion_gate(_gate_report(a, worse), "afd_classifier", "3.0")
+    assert not verdict["passed"] and "accuracy at q=10" in verdict["summary"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from afdserve.evaluation.gate import promotion_gate
+from afdserve.evaluation.gate import DEFAULT_MARGIN, promotion_gate
 from afdserve.packaging.manifest import record_default, record_retired
 from afdserve.ops.server import LocalTorchServe, TorchServeError
 
@@ -193,8 +193,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--if-better", metavar="AB_JSON", default=None,
                    help="an `afdserve ab` report (ab.json) comparing the default (A) with this version (B): "
                         "promote only when B is not worse on top-1 and within the latency budget")
-    p.add_argument("--margin", type=float, default=0.01,
-                   help="non-inferiority margin on top-1, as a share (default 0.01 = 1 point)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help=f"non-inferiority margin on top-1, as a share (default {DEFAULT_MARGIN} = "
+                        f"{100 * DEFAULT_MARGIN:g} points: see afdserve.evaluation.gate)")
     p.add_argument("--alpha", type=float, default=0.05, help="one-sided test level (default 0.05)")
     p.add_argument("--latency-budget", type=float, default=1.3,
                    help="B's p95 latency at most this times A's (default 1.3)")
