@@ -228,3 +228,11 @@ def test_a_run_is_evaluated_on_a_folder_it_never_saw_whole(trained, data_dir, tm
     trained_name = next(name for name in own if name not in run.val_files)
     with pytest.raises(SystemExit, match="training photos"):
         evaluation_images(run, {**unseen, trained_name: own[trained_name]}, tmp_path)
+
+
+def test_matching_a_later_stage_adds_its_term(data_dir, tmp_path):
+    result = run_training(parse("--data", str(data_dir), "--out", str(tmp_path / "later"), *TINY,
+                                "--match-later", "blocks.2"))
+    logged = [json.loads(line) for line in (result.out_dir / TRAIN_LOG).read_text().splitlines()]
+    assert all(row["feature_later"] > 0 for row in logged if "loss" in row)
+    assert result.record["args"]["match_later"] == "blocks.2"

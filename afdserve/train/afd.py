@@ -230,29 +230,37 @@ def _capture_output(module: torch.nn.Module, into: dict):
 
 
 def compute_losses(student: Classifier, teacher: Classifier, batch: dict, loss: str,
-                   temperature: float, feature_weight: float) -> dict[str, torch.Tensor]:
+                   temperature: float, feature_weight: float, match_later: str | None = None) -> dict[str, torch.Tensor]:
+    """``match_later``: also match the features at that later stage (``blocks.N``), where the
+    drift the module left has spread through more of the network, with the same weight."""
     point = student.afd.config.insert_after
     inputs, clean = batch["student"], batch["teacher"]
+    features = loss in ("feature", "both")
+    later = match_later if features else None
     out = {}
     with torch.no_grad():
         teacher_logits = teacher(clean) if loss in ("kd", "both") else None
-        teacher_features = teacher.features(clean, stop_after=point) if loss in ("feature", "both") else None
-    if loss == "feature":
-        # Only the backbone up to the insertion point and the module run: several times cheaper.
-        corrected = student.features(**inputs, stop_after=point)
-    else:
-        with _capture_output(student.afd, {}) as captured:
-            student_logits = student(**inputs)
-        corrected = captured["out"]
-        out["kd"] = kd_loss(student_logits, teacher_logits, temperature)
-    if teacher_features is not None:
-        out["feature"] = F.mse_loss(corrected, teacher_features)
+        teacher_features = teacher.features(clean, stop_after=point) if features else None
+        teacher_later = teacher.features(clean, stop_after=later) if later else None
+    later_stage = student.backbone.blocks[int(later.split(".")[1])] if later else None
+    with _capture_output(student.afd, {}) as captured, \
+            (_capture_output(later_stage, {}) if later else contextlib.nullcontext({})) as captured_later:
+        if loss == "feature":
+            # Only the backbone up to the last matched stage runs: several times cheaper.
+            student.features(**inputs, stop_after=later or point)
+        else:
+            out["kd"] = kd_loss(student(**inputs), teacher_logits, temperature)
+    if features:
+        out["feature"] = F.mse_loss(captured["out"], teacher_features)
+    if later:
+        out["feature_later"] = F.mse_loss(captured_later["out"], teacher_later)
+    matched = out["feature"] + out.get("feature_later", 0.0) if features else None
     if loss == "kd":
         out["loss"] = out["kd"]
     elif loss == "feature":
-        out["loss"] = out["feature"]
+        out["loss"] = matched
     else:
-        out["loss"] = out["kd"] + feature_weight * out["feature"]
+        out["loss"] = out["kd"] + feature_weight * matched
     return out
 
 
@@ -315,6 +323,8 @@ def default_name(args) -> str:
         name += f"-{args.dct_source}"
     if args.fe_downscale != 1:
         name += f"-fe{args.fe_downscale}"
+    if getattr(args, "match_later", None):
+        name += f"-later{args.match_later.split('.')[1]}"
     return name
 
 
@@ -370,7 +380,8 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     def losses(batch):
         batch = {"student": {k: v.to(device, non_blocking=True) for k, v in batch["student"].items()},
                  "teacher": batch["teacher"].to(device, non_blocking=True)}
-        return compute_losses(student, teacher, batch, args.loss, args.temperature, args.feature_weight)
+        return compute_losses(student, teacher, batch, args.loss, args.temperature, args.feature_weight,
+                               args.match_later)
 
     student.train()  # Classifier keeps the frozen backbone's batch norms in eval mode
     outcome = loop.train(loop.Run(
@@ -506,6 +517,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     # feature term, an anchor to the clean features, halved kd's damage on uncompressed files.
     g.add_argument("--loss", choices=LOSSES, default="both")
     g.add_argument("--temperature", type=float, default=1.0, help="KD temperature (default 1)")
+    g.add_argument("--match-later", choices=[f"blocks.{i}" for i in range(1, 7)], default=None,
+                   help="with feature matching: also match the features after this later stage (same weight)")
     g.add_argument("--feature-weight", type=float, default=1.0,
                    help="weight of the feature MSE in --loss both (default 1)")
     g.add_argument("--steps", type=int, default=1800,
