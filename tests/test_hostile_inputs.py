@@ -297,12 +297,12 @@ def test_restorer_budget_stops_tiling_and_then_refuses_upfront():
     # Once a tiled image has been restored, the rate it took refuses what would overrun, before any work.
     service.restore_cost.budget_s = 600.0
     assert [r.status for r in service.handle([tiled], [{}])] == [200]
-    rate = service.restore_cost.s_per_pixel
-    service.restore_cost.budget_s = rate * 1200 * 900 / 2  # half what a 1200x900 image would take
+    cost = service.restore_cost.s_per_tile_pixel * service.restore_cost.tile_pixels(900, 1200)
+    service.restore_cost.budget_s = cost / 2  # half what a 1200x900 image would take
     start = time.process_time()
     [reply] = service.handle([jpeg(small_photo(size=(1200, 900)))], [{}])
     assert reply.status == 413 and "would take about" in reply.json()["error"]
-    assert time.process_time() - start < rate * 1200 * 900 / 4
+    assert time.process_time() - start < cost / 4
 
 
 # ================================================================================== end to end

@@ -132,3 +132,11 @@ def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert main(["build", "--models", "swinir_restorer", "--weights", str(tmp_path / "junk.pth"), "--version", "2.1",
                  "--model-store", str(tmp_path / "store")]) == 2
+
+
+def test_restore_cost_counts_the_pixels_the_network_runs_on():
+    from afdserve.serving.restoration import RestoreCost
+
+    cost = RestoreCost(TileSpec(size=256, overlap=32))
+    assert cost.tile_pixels(500, 500) == 9 * 256 * 256  # 3 x 3 overlapping tiles
+    assert cost.tile_pixels(2, 3000) == 14 * 2 * 256  # thin tiles cost their own pixels only

@@ -122,22 +122,31 @@ class RestoreCost:
     """Restoring served images within a CPU budget each. An image larger than a tile is refused
     before any work when the rate of the last such image says it would overrun the budget (an
     attacker's large images then cost nothing), and stopped between tile batches otherwise. Images
-    of one tile or less cost at most a tile's forward pass and are not budgeted."""
+    of one tile or less cost at most a tile's forward pass and are not budgeted.
+
+    The rate is CPU seconds per pixel of the tiles the network runs on, not of the image: tiles
+    overlap, so a small image costs more per image pixel than a large one."""
 
     def __init__(self, tiles: TileSpec, budget_s: float = DEFAULT_RESTORE_BUDGET_S):
         self.tiles = tiles
         self.budget_s = budget_s
-        self.s_per_pixel: float | None = None  # CPU seconds per pixel of the last tiled image
+        self.s_per_tile_pixel: float | None = None  # of the last tiled image
+
+    def tile_pixels(self, height: int, width: int) -> int:
+        th, tw = min(self.tiles.size, height), min(self.tiles.size, width)
+        count = len(tile_starts(height, th, self.tiles.overlap)) * len(tile_starts(width, tw, self.tiles.overlap))
+        return count * th * tw
 
     def restore_tensor(self, model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
         if height <= self.tiles.size and width <= self.tiles.size:
             return restore_tensor(model, image, self.tiles)
         budget = CpuBudget(self.budget_s, clock=time.process_time)
-        if self.s_per_pixel is not None:
-            budget.check_estimate("restoring the image", self.s_per_pixel * height * width)
+        work = self.tile_pixels(height, width)
+        if self.s_per_tile_pixel is not None:
+            budget.check_estimate("restoring the image", self.s_per_tile_pixel * work)
         restored = restore_tensor(model, image, self.tiles, budget)
-        self.s_per_pixel = budget.spent() / (height * width)
+        self.s_per_tile_pixel = budget.spent() / work
         return restored
 
     def restore(self, model: torch.nn.Module, image: Image.Image | np.ndarray,
