@@ -133,7 +133,7 @@ def tiny_swinir():
 @pytest.fixture(scope="module")
 def restorer() -> RestorerService:
     assert DEFAULT_RESTORER_MAX_PIXELS == RESTORER_MAX_PIXELS  # the corpus's 413s assume it
-    return RestorerService(tiny_swinir(), "swinir_restorer", "0.9", tiles=TileSpec(size=TILE, overlap=OVERLAP))
+    return RestorerService(tiny_swinir(), "swinir_restorer", "0.9", tiles=TileSpec(size=TILE, overlap=OVERLAP, whole=0))
 
 
 @pytest.fixture(scope="module")
@@ -287,7 +287,7 @@ def test_a_request_over_its_budget_fails_alone(classifier):
 
 
 def test_restorer_budget_stops_tiling_and_then_refuses_upfront():
-    service = RestorerService(tiny_swinir(), "swinir_restorer", "0.9", tiles=TileSpec(size=TILE, overlap=OVERLAP),
+    service = RestorerService(tiny_swinir(), "swinir_restorer", "0.9", tiles=TileSpec(size=TILE, overlap=OVERLAP, whole=0),
                               restore_budget_s=1e-4)
     tiled, one_tile = jpeg(small_photo(size=(400, 300))), jpeg(small_photo(size=(48, 32)))
     replies = service.handle([tiled, one_tile], [{}, {}])

@@ -49,7 +49,7 @@ def test_tiles_cover_the_image_with_the_overlap(length, size, overlap):
 def test_tiling_is_exact_for_a_pointwise_model():
     image = torch.rand(1, 3, 300, 530)
     whole = PointwiseNet()(image)
-    tiled = restore_tensor(PointwiseNet(), image, TileSpec(size=64, overlap=16, batch=3))
+    tiled = restore_tensor(PointwiseNet(), image, TileSpec(size=64, overlap=16, batch=3, whole=0))
     assert tiled.shape == image.shape
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
 
@@ -59,7 +59,7 @@ def test_tiled_swinir_matches_the_whole_image_away_from_seams():
     image = torch.rand(1, 3, 80, 96)
     with torch.no_grad():
         whole = model(image).clamp(0, 1)
-    tiled = restore_tensor(model, image, TileSpec(size=48, overlap=16))
+    tiled = restore_tensor(model, image, TileSpec(size=48, overlap=16, whole=0))
     assert tiled.shape == image.shape
     # A shallow net sees a few pixels around each: blended overlaps keep the seams small.
     assert (tiled - whole).abs().mean() < 0.02
@@ -67,7 +67,7 @@ def test_tiled_swinir_matches_the_whole_image_away_from_seams():
 
 def test_restore_keeps_the_size_of_odd_images():
     rgb = data.astronaut()[:61, :45]
-    out = restore(tiny_swinir(), rgb, TileSpec(size=32, overlap=8))
+    out = restore(tiny_swinir(), rgb, TileSpec(size=32, overlap=8, whole=0))
     assert out.shape == rgb.shape and out.dtype == np.uint8
 
 
@@ -94,7 +94,7 @@ def test_bad_output_options_are_refused(row, headers):
 
 def test_service_answers_each_request_of_a_batch():
     service = RestorerService(tiny_swinir(), "swinir_restorer", "0.1", max_pixels=200_000,
-                              tiles=TileSpec(size=64, overlap=16, batch=2))
+                              tiles=TileSpec(size=64, overlap=16, batch=2, whole=0))
     small = data.chelsea()[:40, :56]
     rows = [
         jpeg(small),                                    # PNG back, one forward with the next

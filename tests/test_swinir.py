@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from afdserve.models.swinir import (
@@ -21,6 +22,7 @@ from afdserve.models.swinir import (
     count_macs,
     infer_swinir_config,
     load_swinir_checkpoint,
+    masked_window_index,
     shift_attention_mask,
 )
 
@@ -200,11 +202,31 @@ def test_count_macs_matches_flop_counter(resi_connection):
     config = SwinIRConfig(embed_dim=24, depths=(2, 3), num_heads=(2, 4), img_size=14,
                           resi_connection=resi_connection)
     model = SwinIR(config).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, 3, 19, 25))  # padded to 21 x 28
-    assert counter.get_total_flops() == 2 * count_macs(model, 19, 25)
+    # The flop counter does not see torch's fused CPU attention: count the unfused one.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, 19, 25))  # padded to 21 x 28: 3 x 4 windows of 7 x 7
+    # Beside the model's own work, each shifted block computes its masked windows twice (the
+    # last row and column of windows: 6 of 12), two products of N x N x dim each.
+    shifted_blocks = sum(depth // 2 for depth in config.depths)
+    recomputed = shifted_blocks * len(masked_window_index(21, 28, 7)) * 2 * 49 * 49 * config.embed_dim
+    assert counter.get_total_flops() == 2 * (count_macs(model, 19, 25) + recomputed)
 
 
 def test_swinir_m_macs_per_pixel():
     # About 12M MACs per pixel (the figure quoted for SwinIR-M CAR), exactly for aligned sizes.
     assert count_macs(PRESETS["color_car_swinir_m"], 224, 224) == 12_017_160 * 224 * 224
+
+
+def test_attention_recomputes_only_the_masked_windows_and_agrees_with_all():
+    from afdserve.models.swinir import WindowAttention, window_partition
+
+    torch.manual_seed(0)
+    attention = WindowAttention(dim=16, window_size=8, num_heads=2).eval()
+    height, width = 40, 24  # 5 x 3 windows
+    mask = shift_attention_mask(height, width, 8, 4)
+    masked = masked_window_index(height, width, 8)
+    assert sorted(masked.tolist()) == sorted(i for i in range(15) if mask[i].abs().amax() > 0)
+    x = window_partition(torch.randn(2, height, width, 16), 8)
+    with torch.no_grad():
+        some, every = attention(x, mask, masked), attention(x, mask)
+    assert (some - every).abs().max().item() < 1e-6

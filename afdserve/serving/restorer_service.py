@@ -144,23 +144,25 @@ class RestorerService(Service):
 
     @torch.inference_mode()
     def predict(self, images: list[torch.Tensor]) -> list[np.ndarray | BudgetExceeded]:
-        """Images no larger than a tile and of one size go through in one forward pass; larger
-        ones are restored alone, their tiles batched, each within its CPU budget (an image that
-        overruns it gets its BudgetExceeded in place of pixels)."""
+        """Images small enough for one pass (``TileSpec.whole``) and of one size go through
+        together, up to that many pixels per forward; larger ones are restored alone in tiles,
+        each within its CPU budget (an image that overruns it gets its BudgetExceeded in place of
+        pixels)."""
         results: list[np.ndarray | BudgetExceeded | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             h, w = image.shape[-2:]
-            if h <= self.tiles.size and w <= self.tiles.size:
+            if self.tiles.fits_whole(h, w):
                 groups.setdefault((h, w), []).append(i)
                 continue
             try:
                 results[i] = to_uint8(self.restore_cost.restore_tensor(self.model, image.to(self.device)))
             except BudgetExceeded as err:
                 results[i] = err
-        for members in groups.values():
-            for start in range(0, len(members), self.tiles.batch):
-                chunk = members[start:start + self.tiles.batch]
+        for (h, w), members in groups.items():
+            per_forward = max(1, self.tiles.whole // (h * w))
+            for start in range(0, len(members), per_forward):
+                chunk = members[start:start + per_forward]
                 batch = torch.cat([images[i] for i in chunk]).to(self.device)
                 restored = self.model(batch).clamp_(0, 1)
                 for i, one in zip(chunk, restored):
