@@ -149,13 +149,6 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
 
 
-def window_merge(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of ``window_partition``: (B * num_windows, window_size**2, C) -> (B, H, W, C)."""
-    rows, cols = height // window_size, width // window_size
-    x = windows.view(-1, rows, cols, window_size, window_size, windows.shape[-1])
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, windows.shape[-1])
-
-
 def shift_attention_mask(height: int, width: int, window_size: int, shift: int,
                          device=None, dtype=torch.float32) -> torch.Tensor:
     """Additive mask (num_windows, N, N), N = window_size**2, for shifted-window attention.
