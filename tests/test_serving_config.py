@@ -1,6 +1,9 @@
 """Serving settings an archive carries (workers, threads, batching, precision) and how a worker
 applies them."""
 
+import io
+
+import numpy as np
 import pytest
 import torch
 from skimage import data
@@ -105,17 +108,31 @@ def test_build_takes_serving_settings(tmp_path, capsys):
     assert "batch size" in capsys.readouterr().err
 
 
-def test_precision_flags_are_refused_for_the_restorer(tmp_path, capsys):
+def test_classifier_only_flags_are_refused_for_the_restorer(tmp_path, capsys):
     from afdserve.cli import main
 
-    assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
-                 "--gpu-precision", "float16"]) == 2
-    assert "float32" in capsys.readouterr().err
     assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
                  "--gpu-decode", "--prepare-threads", "2"]) == 2
     assert "--gpu-decode, --prepare-threads: classifiers only" in capsys.readouterr().err
 
 
+def test_restorer_serves_in_its_archive_precision():
+    from afdserve.models.swinir import SwinIR, SwinIRConfig
+    from afdserve.serving.restorer_service import RestorerService
+
+    torch.manual_seed(0)
+    tiny = SwinIRConfig(embed_dim=16, depths=(1,), num_heads=(2,), window_size=8, img_size=16)
+    body = encode(Image.fromarray(data.chelsea()).resize((64, 48)), quality=30)
+    state, outputs = SwinIR(tiny).state_dict(), {}
+    for precision in ("float32", "bfloat16"):
+        model = SwinIR(tiny)
+        model.load_state_dict(state)
+        service = RestorerService(model, "swinir_restorer", "0.1", precision=precision)
+        assert next(service.model.parameters()).dtype == getattr(torch, precision)
+        [reply] = service.handle([body])
+        assert reply.status == 200
+        outputs[precision] = np.asarray(Image.open(io.BytesIO(reply.body)), dtype=np.int16)
+    assert np.abs(outputs["float32"] - outputs["bfloat16"]).max() <= 8  # levels of 255
 @pytest.mark.parametrize("device, gpu_decode, expected", [("cpu", True, False), ("cuda", False, False),
                                                            ("cuda", True, True)])
 def test_gpu_decode_is_used_only_on_gpu_workers_that_ask_for_it(monkeypatch, device, gpu_decode, expected):

@@ -32,6 +32,7 @@ from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.swinir import count_macs, load_swinir_checkpoint
 from afdserve.serving.restoration import TileSpec, restore
+from afdserve.serving.settings import PRECISIONS
 from afdserve.evaluation.restoration_metrics import measure
 
 TESTSETS_DIR = DEFAULT_DATA_DIR.parent / "jpeg-car-testsets"
@@ -218,9 +219,9 @@ def plot(result: dict, path: Path) -> None:
 
 def cmd_evaluate_restorer(args) -> int:
     torch.set_num_threads(args.threads)
-    restorer = load_swinir_checkpoint(args.weights).eval()
+    restorer = load_swinir_checkpoint(args.weights).eval().to(getattr(torch, args.precision))
     tiles = TileSpec(size=args.tile, overlap=args.tile_overlap)
-    result = {"weights": str(args.weights), "threads": args.threads,
+    result = {"weights": str(args.weights), "threads": args.threads, "precision": args.precision,
               "tiles": dataclasses.asdict(tiles), "cost": macs_table(restorer), "restoration": []}
     for name in args.testsets.split(","):
         if name:
@@ -259,5 +260,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="the restorer's arithmetic (a served archive's --cpu-precision)")
     p.add_argument("--out", type=Path, default=Path("results") / "restorer-v1")
     p.set_defaults(func=cmd_evaluate_restorer)

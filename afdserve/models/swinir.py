@@ -455,9 +455,12 @@ class SwinIR(nn.Module):
         return _tokens_to_map(self.norm(tokens), x_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: N x in_chans x H x W, float in [0, 1]. Returns the restored image, same size."""
+        """x: N x in_chans x H x W, float in [0, 1]. Returns the restored image, same size and
+        dtype; the network computes in its parameters' dtype (``model.to(torch.bfloat16)``)."""
         if x.dim() != 4 or x.shape[1] != self.config.in_chans:
             raise ValueError(f"expected N x {self.config.in_chans} x H x W input, got {tuple(x.shape)}")
+        given = x.dtype
+        x = x.to(self.conv_first.weight.dtype)
         height, width = x.shape[-2:]
         mean = self.mean.to(x.dtype)
         x = (self.pad_to_window(x) - mean) * self.img_range
@@ -465,7 +468,7 @@ class SwinIR(nn.Module):
         deep = self.conv_after_body(self.forward_features(shallow)) + shallow
         # Global residual: the network predicts the correction of the compressed image.
         x = x + self.conv_last(deep)
-        return (x / self.img_range + mean)[:, :, :height, :width]
+        return (x / self.img_range + mean)[:, :, :height, :width].to(given)
 
 
 # ============================================================================== checkpoints

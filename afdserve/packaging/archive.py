@@ -328,7 +328,7 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
 SERVING_FLAGS = ("workers", "threads", "prepare_threads", "batch_size", "max_batch_delay_ms", "cpu_precision",
                  "gpu_precision", "gpu_decode", "decode_budget_s", "restore_budget_s")
 # Of those, the ones only ClassifierService reads: on a restorer archive they would do nothing.
-CLASSIFIER_ONLY_FLAGS = {"prepare_threads", "cpu_precision", "gpu_precision", "gpu_decode"}
+CLASSIFIER_ONLY_FLAGS = {"prepare_threads", "gpu_decode"}
 
 
 def with_serving(spec, **overrides):
@@ -340,7 +340,7 @@ def with_serving(spec, **overrides):
     ignored = sorted(CLASSIFIER_ONLY_FLAGS & set(changes)) if isinstance(spec, RestorerArchive) else []
     if ignored:
         raise ValueError(f"{', '.join('--' + f.replace('_', '-') for f in ignored)}: classifiers only (the restorer "
-                         "runs in float32 and decodes with Pillow, one image at a time)")
+                         "decodes with Pillow, one image at a time)")
     if "restore_budget_s" in changes and spec.serving.restore_budget_s is None:
         raise ValueError("--restore-budget-s: only archives with a restorer (swinir_restorer, restore_classify)")
     reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())

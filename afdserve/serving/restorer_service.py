@@ -110,8 +110,8 @@ class RestorerService(Service):
     def __init__(self, model: torch.nn.Module, model_name: str, version: str, device="cpu",
                  max_pixels: int = DEFAULT_RESTORER_MAX_PIXELS, tiles: TileSpec = TileSpec(),
                  decode_budget_s: float = DEFAULT_DECODE_BUDGET_S,
-                 restore_budget_s: float = DEFAULT_RESTORE_BUDGET_S):
-        self.model = model.to(device).eval()
+                 restore_budget_s: float = DEFAULT_RESTORE_BUDGET_S, precision: str = "float32"):
+        self.model = model.to(device, dtype=getattr(torch, precision)).eval()  # one of settings.PRECISIONS
         self.device = torch.device(device)
         self.model_name, self.version = model_name, version
         self.max_pixels = max_pixels
@@ -129,7 +129,8 @@ class RestorerService(Service):
         return cls(model, model_name, version, device,
                    max_pixels=settings.max_pixels or DEFAULT_RESTORER_MAX_PIXELS, tiles=TileSpec(**settings.tiles),
                    decode_budget_s=settings.decode_budget_s or DEFAULT_DECODE_BUDGET_S,
-                   restore_budget_s=settings.restore_budget_s or DEFAULT_RESTORE_BUDGET_S)
+                   restore_budget_s=settings.restore_budget_s or DEFAULT_RESTORE_BUDGET_S,
+                   precision=settings.precision_for(torch.device(device).type))
 
     def decode(self, row, headers: dict | None = None) -> _Job:
         out = output_format(row, headers)
