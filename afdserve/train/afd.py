@@ -348,6 +348,9 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     out_dir = Path(args.out) if args.out else Path("runs") / f"afd-{args.name or default_name(args)}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    if args.match_later and INSERTION_POINTS.index(args.match_later) <= INSERTION_POINTS.index(args.insert_after):
+        raise SystemExit(f"--match-later {args.match_later} must come after the module (--insert-after "
+                         f"{args.insert_after})")
     train_images, val_images, sources = training_set(args.data, args.val_fraction, args.val)
     if not train_images:
         raise SystemExit(f"no training images in {args.data} with --val-fraction {args.val_fraction}")
