@@ -22,7 +22,6 @@ from afdserve.serving.settings import DEFAULT_RESTORE_BUDGET_S
 __all__ = ["RestoreCost", "TileSpec", "restore", "restore_tensor", "tile_starts", "to_tensor", "to_uint8"]
 
 
-
 @dataclass(frozen=True)
 class TileSpec:
     """Images of at most ``whole`` pixels (or no larger than a tile) are restored in one pass;
@@ -68,6 +67,13 @@ def tile_starts(length: int, size: int, overlap: int) -> list[int]:
     return starts
 
 
+def tile_boxes(height: int, width: int, tiles: TileSpec) -> tuple[int, int, list[tuple[int, int]]]:
+    """(tile height, tile width, top-left corners) of the tiles covering a height x width image."""
+    th, tw = min(tiles.size, height), min(tiles.size, width)
+    ys, xs = tile_starts(height, th, tiles.overlap), tile_starts(width, tw, tiles.overlap)
+    return th, tw, [(y, x) for y in ys for x in xs]
+
+
 def _blend_ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
     """1-D blending weights: linear ramps over ``overlap`` pixels at inner edges, 1 elsewhere."""
     w = torch.ones(length, dtype=torch.float32)
@@ -84,16 +90,14 @@ def _blend_ramp(length: int, overlap: int, at_start: bool, at_end: bool) -> torc
 def restore_tensor(model: torch.nn.Module, image: torch.Tensor, tiles: TileSpec = TileSpec(),
                    budget: CpuBudget | None = None) -> torch.Tensor:
     """``image``: 1 x C x H x W float in [0, 1] on the model's device -> restored, same shape,
-    clamped to [0, 1]. Images no larger than a tile go through in one piece. With ``budget``,
+    clamped to [0, 1]. Images that fit ``TileSpec.whole`` go through in one piece. With ``budget``,
     tiling stops with BudgetExceeded as soon as the tiles done so far say the rest would overrun it."""
     _, channels, height, width = image.shape
     if tiles.fits_whole(height, width):
         return model(image).clamp_(0, 1)
-    th, tw = min(tiles.size, height), min(tiles.size, width)
-    ys, xs = tile_starts(height, th, tiles.overlap), tile_starts(width, tw, tiles.overlap)
+    th, tw, boxes = tile_boxes(height, width, tiles)
     out = torch.zeros_like(image)
     weight = torch.zeros((1, 1, height, width), dtype=image.dtype, device=image.device)
-    boxes = [(y, x) for y in ys for x in xs]
     for i in range(0, len(boxes), tiles.batch):
         chunk = boxes[i:i + tiles.batch]
         batch = torch.cat([image[:, :, y:y + th, x:x + tw] for y, x in chunk])
@@ -148,9 +152,8 @@ class RestoreCost:
         self.s_per_tile_pixel: float | None = None  # of the last tiled image
 
     def tile_pixels(self, height: int, width: int) -> int:
-        th, tw = min(self.tiles.size, height), min(self.tiles.size, width)
-        count = len(tile_starts(height, th, self.tiles.overlap)) * len(tile_starts(width, tw, self.tiles.overlap))
-        return count * th * tw
+        th, tw, boxes = tile_boxes(height, width, self.tiles)
+        return len(boxes) * th * tw
 
     def restore_tensor(self, model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
