@@ -84,7 +84,7 @@ def main() -> None:
             for quality in parse_qualities(args.qualities):
                 rows.append({"model": name, "quality": quality, **compare(service, images, quality)})
     lines = [f"# Device decode against the Pillow path ({where})", "",
-             f"{len(images)} ImageNet samples, model precision as the archive sets it for {device.type}. "
+             f"{len(images)} labelled photos of {args.data.name}, model precision as the archive sets it for {device.type}. "
              "lite0_baseline's Pillow path decodes large JPEGs at reduced scale and the device path every "
              "pixel, hence its larger largest difference.", "",
              "| model | JPEG | top-1 Pillow | top-1 device | top-1 agree | input diff max / mean (grey levels) "

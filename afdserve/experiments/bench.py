@@ -103,9 +103,9 @@ def _wall_ms_per_image(fn, images_per_call: int, repeats: int, chunks: int = 3) 
     return 1000 * best
 
 
-def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int) -> dict:
+def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int, device: str = "cpu") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        service = service_from_archive(mar, Path(tmp))
+        service = service_from_archive(mar, Path(tmp), device=device)
         typical = bodies[TYPICAL]
         decoded = service.read_image(typical)
         afd = service.model.afd
@@ -180,8 +180,14 @@ def markdown(report: dict) -> str:
              "| CPU outside the model (500x375) |"
              % (report["batch"], report["batch"]), "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in report["models"].items():
-        ip, sv = r["in_process"], r["served"]
+        ip, sv = r["in_process"], r.get("served")
         b = f"batch_{report['batch']}"
+        if sv is None:  # --no-served
+            lines.append(
+                f"| {name} | {ip['model_only_ms_per_image']['batch_1']:.1f} / {ip['model_only_ms_per_image'][b]:.1f} "
+                f"| {ip['full_path_ms_per_image']['batch_1']:.1f} / {ip['full_path_ms_per_image'][b]:.1f} "
+                f"| not served | | | | {100 * ip['stages_by_size'][TYPICAL]['share_outside_model']:.0f}% |")
+            continue
         best_c, best = max(sv["by_concurrency"].items(), key=lambda kv: kv[1]["throughput_rps"])
         lat = best["latency_ms"]
         lines.append(
@@ -199,6 +205,8 @@ def markdown(report: dict) -> str:
         for size, st in r["in_process"]["stages_by_size"].items():
             lines.append(f"| {name} | {size} | " + " | ".join(f"{st['cpu_ms'][s]:.1f}" for s in STAGES)
                          + f" | {st['cpu_ms_total']:.1f} | {100 * st['share_outside_model']:.0f}% |")
+    if not all("served" in r for r in report["models"].values()):
+        return "\n".join(lines) + "\n"
     lines += ["", f"Throughput through TorchServe by client concurrency (img/s, median of {report['rounds']} runs "
               "with the models taking turns; p95 ms):", "",
               "| model | " + " | ".join(report["concurrencies_label"]) + " |",
@@ -238,6 +246,8 @@ def plot(report: dict, path: Path) -> None:
     axes[0].set_title("stages by image size (bars: " + ", ".join(names) + ")", fontsize=9)
     axes[0].legend(fontsize=8)
     for name in names:
+        if "served" not in report["models"][name]:
+            continue
         levels = report["models"][name]["served"]["by_concurrency"]
         axes[1].plot([int(c) for c in levels], [v["throughput_rps"] for v in levels.values()], "o-", label=name)
         axes[1].axhline(report["models"][name]["in_process"]["full_path_images_per_s"], ls="--", lw=0.8,
@@ -256,6 +266,9 @@ def cmd_bench(args) -> int:
     from importlib.metadata import version
 
     torch.set_num_threads(args.threads)
+    if args.device != "cpu" and not args.no_served:
+        raise SystemExit("--device cuda measures in-process only: add --no-served (TorchServe places "
+                         "workers on GPUs itself)")
     prepare_worker_process()  # as the served workers do
     models = {m: served_archives(args.model_store, m)[:1] for m in args.models.split(",")}
     missing = [m for m, files in models.items() if not files]
@@ -266,15 +279,23 @@ def cmd_bench(args) -> int:
     with zipfile.ZipFile(first) as z:
         batch = int(yaml.safe_load(z.read("model-config.yaml"))["batchSize"])
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "torch": torch.__version__, "torchserve": version("torchserve"),
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if args.device != "cpu":
+        machine += f", {torch.cuda.get_device_name(torch.device(args.device))}"
+    report = {"machine": machine, "device": args.device,
+              "torch": torch.__version__, "torchserve": version("torchserve") if not args.no_served else "-",
               "threads": torch.get_num_threads(), "batch": batch, "rounds": args.rounds,
               "concurrencies_label": [str(c) for c in concurrencies],
               "models": {}}
     for model, files in models.items():
         report["models"][model] = {"archive": files[0],
-                                   "in_process": in_process(args.model_store / files[0], bodies, batch, args.repeats)}
+                                   "in_process": in_process(args.model_store / files[0], bodies, batch, args.repeats,
+                                                            args.device)}
         print(model, "in-process done", flush=True)
+    if args.no_served:
+        write_report(args.out, "bench", report, markdown(report), plot)
+        print(f"wrote {args.out}/bench.md, bench.json, bench.png (in-process only)")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         with LocalTorchServe(args.model_store, models, Path(tmp), config_file=REPO_CONFIG,
                              ports=tuple(free_ports(3)), tmpdir=Path(tmp) / "tmp") as server:
@@ -302,4 +323,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=16, help="timed repetitions in-process (default: %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the in-process runs")
     p.add_argument("--out", type=Path, default=Path("results") / "bench")
+    p.add_argument("--device", default="cpu", help="device of the in-process runs: cpu, or cuda with --no-served")
+    p.add_argument("--no-served", action="store_true", help="in-process figures only (no TorchServe started)")
     p.set_defaults(func=cmd_bench)

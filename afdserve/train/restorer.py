@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from afdserve.data.folders import load_labelled_folder
 from afdserve.data.jpeg import jpeg_roundtrip
-from afdserve.data.splits import split_images
+from afdserve.data.splits import SPLIT_RULE, training_set
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir_checkpoint
 from afdserve.evaluation.restoration_metrics import psnr
@@ -86,11 +85,20 @@ def make_patch_pair(clean: Image.Image, rng: np.random.Generator, recipe: PatchR
     return tensor(decoded), tensor(patch), quality
 
 
-class PatchSampler:
-    """Sample ``k`` is a pure function of (seed, k), so --resume sees the same stream."""
+class PatchSampler(torch.utils.data.Dataset):
+    """Sample ``k`` is a pure function of (seed, k), so --resume sees the same stream, and so does
+    a run whose batches come from several loader workers (item ``step`` is that step's batch)."""
 
-    def __init__(self, images: list[Image.Image], recipe: PatchRecipe, seed: int):
+    def __init__(self, images: list[Image.Image], recipe: PatchRecipe, seed: int, batch_size: int = 8,
+                 steps: int = 0):
         self.images, self.recipe, self.seed = images, recipe, seed
+        self.batch_size, self.steps = batch_size, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int):
+        return self.batch(step, self.batch_size)
 
     def batch(self, step: int, size: int):
         pairs = []
@@ -153,11 +161,11 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    train_items, val_items = split_images(load_labelled_folder(args.data), args.val_fraction)
+    train_items, val_items, sources = training_set(args.data, args.val_fraction, args.val)
     train_images = _load_images(train_items)
     recipe = PatchRecipe(patch=args.patch, quality_range=tuple(args.quality_range),
                          scale_range=tuple(args.scale_range))
-    sampler = PatchSampler(train_images, recipe, args.seed)
+    sampler = PatchSampler(train_images, recipe, args.seed, args.batch_size, args.steps)
 
     config = compact_config(args)
     model = SwinIR(config).to(device)
@@ -168,9 +176,13 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: loop.lr_factor(s, args.steps, args.warmup))
 
     def batches(start: int, stop: int):
-        for step in range(start, stop):
-            jpeg, clean, _ = sampler.batch(step, args.batch_size)
-            yield jpeg.to(device), clean.to(device)
+        # Making a patch (resize, crop, JPEG round trip) costs about what a CPU step of the model
+        # does; on a GPU it is the whole cost, so --workers make them in parallel.
+        loader = torch.utils.data.DataLoader(
+            sampler, batch_size=None, sampler=range(start, stop), num_workers=args.workers,
+            pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers else None)
+        for jpeg, clean, _ in loader:
+            yield jpeg.to(device, non_blocking=True), clean.to(device, non_blocking=True)
 
     def losses(batch):
         jpeg, clean = batch
@@ -179,7 +191,7 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
     model.train()
     outcome = loop.train(loop.Run(args, out_dir, {"model": model}, optimizer, scheduler, losses, batches,
                                   list(model.parameters()), clip=1.0, unit="patch", rate_key="patches_per_s",
-                                  resumable={"val_images"}))
+                                  resumable={"val_images", "workers"}))
     step, stopped = outcome.step, outcome.stopped
     if outcome.to_be_continued:  # continue with --resume
         return None, stopped
@@ -201,9 +213,9 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
         "wall_time_s": round(outcome.elapsed_s, 1),
         "final_loss_last_50_steps": outcome.mean_recent().get("loss"),
         "validation": validation,
-        "data": str(Path(args.data).resolve()),
+        "data": sources,
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_items),
-                  "val_images": len(val_items), "rule": "as afdserve train (sha256 of the file name)"},
+                  "val_images": len(val_items), "rule": SPLIT_RULE},
         **loop.provenance(args, device, threads),
     }
     loop.write_record(out_dir, record, RECORD, summary_markdown(record), SUMMARY)
@@ -242,7 +254,7 @@ def summary_markdown(record: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    loop.add_data_arguments(g)
+    loop.add_data_arguments(g, several=True)
     g.add_argument("--quality-range", type=int, nargs=2, default=[10, 40], metavar=("MIN", "MAX"))
     g.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 1.0], metavar=("MIN", "MAX"),
                    help="random downscale of the clean image before cropping (default 0.5 1.0)")
@@ -268,6 +280,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/restorer-<name>)")
     loop.add_run_control_arguments(g)
     g.add_argument("--val-images", type=int, default=40, help="validation images for the final check")
+    g.add_argument("--workers", type=int, default=0,
+                   help="processes making training patches (default 0: in the training process)")
     g.add_argument("--no-progress", action="store_true")
 
 
