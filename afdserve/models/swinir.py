@@ -262,8 +262,9 @@ class WindowAttention(nn.Module):
             # Every image's masked windows: image b's window w is row b * nW + w.
             rows = (torch.arange(bw // nw, device=x.device)[:, None] * nw + masked_windows[None]).flatten()
             edge_mask = (mask[masked_windows][:, None] + bias[None]).repeat(bw // nw, 1, 1, 1)
-            out[rows] = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=edge_mask,
-                                                       scale=self.scale)
+            # Out of place: the fused attention's backward on a GPU keeps its output.
+            edge = F.scaled_dot_product_attention(q[rows], k[rows], v[rows], attn_mask=edge_mask, scale=self.scale)
+            out = out.index_put((rows,), edge)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 

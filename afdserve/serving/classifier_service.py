@@ -120,7 +120,11 @@ class ClassifierService(Service):
         return prepared
 
     def batch(self, inputs: list[ModelInput]) -> dict:
-        """The model's keyword arguments for a batch, on its device in its precision."""
+        """The model's keyword arguments for a batch, on its device in its precision. Inputs may
+        come from both decoders (a GPU worker prepares a JPEG on the GPU and a PNG on the CPU),
+        so each moves to the device before they are stacked."""
+        inputs = [dataclasses.replace(i, image=i.image.to(self.device),
+                                      dct=None if i.dct is None else i.dct.to(self.device)) for i in inputs]
         return {k: self._on_device(v) for k, v in collate(inputs).items()}
 
     @torch.inference_mode()

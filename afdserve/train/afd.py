@@ -389,7 +389,8 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     student.train()  # Classifier keeps the frozen backbone's batch norms in eval mode
     outcome = loop.train(loop.Run(
         args, out_dir, {"afd": student.afd}, optimizer, scheduler, losses, batches, params, clip=args.clip_grad,
-        resumable={"workers", "val_batch"}, checkpoint_extra={"afd_config": config.to_dict()}))
+        # steps may change on --resume: a long run can be cut short (or lengthened) part-way.
+        resumable={"workers", "val_batch", "steps"}, checkpoint_extra={"afd_config": config.to_dict()}))
     step, stopped = outcome.step, outcome.stopped
     if outcome.to_be_continued:  # to be continued with --resume: no final artefacts
         return TrainResult(out_dir, {"step": step, "out": str(out_dir)}, student, False, stopped)

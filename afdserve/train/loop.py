@@ -186,6 +186,10 @@ def _load_checkpoint(run: Run) -> tuple[int, float, list]:
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise SystemExit(f"--resume with different settings than the checkpoint ({detail})")
+    if saved.get("steps") != now.get("steps"):
+        # Only where the recipe allows it: the cosine is recomputed over the new length, so the
+        # learning rate moves once at the resumed step (the log's lr column shows it).
+        print(f"--resume: schedule length {saved.get('steps')} -> {now.get('steps')} steps", flush=True)
     for name, module in run.modules.items():
         module.load_state_dict(state[name])
     run.optimizer.load_state_dict(state["optimizer"])

@@ -4,7 +4,6 @@
 # torch but no registry to install from.
 export PYTHONUNBUFFERED=1
 root=$(pwd)
-export PYTHONPATH="$root/.gpu/c1/site:$root"
 mkdir -p "$root/.gpu/bin" ../shared/data
 cat > "$root/.gpu/bin/torch-model-archiver" <<'SH'
 #!/bin/sh
@@ -12,9 +11,13 @@ exec python3 -c 'import sys; from model_archiver.model_packaging import generate
 SH
 chmod +x "$root/.gpu/bin/torch-model-archiver"
 export PATH="$root/.gpu/bin:$PATH"
+# Copies, outside the checkout: a call removes the chunks the earlier calls carried, while
+# ../shared stays as long as the machine does.
 for chunk in "$root"/.gpu/c*/data; do
-  cp -asn "$chunk/." ../shared/data/  # symbolic links: names (and so the split) are the files'
+  cp -a --update=none "$chunk/." ../shared/data/
 done
+[ -d "$root/.gpu/c1/site" ] && { rm -rf ../shared/site; cp -a "$root/.gpu/c1/site" ../shared/site; }
+export PYTHONPATH="$(readlink -f ../shared/site):$root"
 # The restorer learns from the cleanest photos only: BSDS500 (JPEG ~q95) and imagen (q90).
 mkdir -p ../shared/data/restorer-photos
 for f in ../shared/data/photos-train/images/bsds500__* ../shared/data/photos-train/images/imagen__*; do
