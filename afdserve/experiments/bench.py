@@ -10,7 +10,10 @@ For each model archive:
 
 It reports the ratio of the best served throughput to the in-process full path (at the faster of
 batch 1 and the served batch size), the share of CPU time outside the model, and writes bench.md,
-bench.json and bench.png. A script that prints figures, not a timed test.
+bench.json and bench.png. A restorer archive among --models gets its own table: seconds per image
+and per megapixel in-process at three sizes, the multiply-adds per second that makes, and the
+served latency of a 500x500 photo. ``--device cuda --no-served`` times the archives in-process on
+a GPU. A script that prints figures, not a timed test.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
 from afdserve.packaging.manifest import served_archives
 from afdserve.ops.server import LocalTorchServe, free_ports
+from afdserve.serving.settings import ArchiveSettings
 from afdserve.serving.worker_process import prepare_worker_process
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.properties"
@@ -128,6 +132,36 @@ def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int, de
         }
     # The reference for the served figure: the in-process path at its best batch size.
     out["full_path_images_per_s"] = 1000 / min(out["full_path_ms_per_image"].values())
+    return out
+
+
+# The restorer's sizes: a small web image, the issue's 500x500 photo, a larger one that is tiled.
+RESTORER_SIZES = (("256x256", 256, 256), ("500x500", 500, 500), ("1024x768", 1024, 768))
+RESTORER_TYPICAL = "500x500"
+
+
+def is_restorer_archive(mar: Path) -> bool:
+    with zipfile.ZipFile(mar) as z:
+        return ArchiveSettings.from_dict(yaml.safe_load(z.read("model-config.yaml"))["afdserve"]).is_restorer
+
+
+def restorer_in_process(mar: Path, repeats: int, device: str = "cpu") -> dict:
+    """Wall seconds per image and per megapixel of the whole in-process path (decode, tiles,
+    network, PNG), and the multiply-adds per second that makes."""
+    from afdserve.models.swinir import count_macs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        service = service_from_archive(mar, Path(tmp), device=device)
+        dtype = next(service.model.parameters()).dtype  # the archive's precision
+        macs_per_pixel = count_macs(service.model.float(), 256, 256) / (256 * 256)
+        service.model.to(dtype=dtype)
+        out = {"macs_per_pixel": macs_per_pixel, "precision": str(dtype).removeprefix("torch."), "by_size": {}}
+        for label, w, h in RESTORER_SIZES:
+            body = photo_jpeg(w, h, quality=20)
+            seconds = _wall_ms_per_image(lambda: service.handle([body]), 1, max(1, repeats // 8), chunks=2) / 1000
+            megapixels = w * h / 1e6
+            out["by_size"][label] = {"s_per_image": seconds, "s_per_megapixel": seconds / megapixels,
+                                     "gmacs_per_s": macs_per_pixel * w * h / seconds / 1e9}
     return out
 
 
@@ -262,6 +296,36 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def restorer_served(client: TorchServeClient, model: str, requests: int) -> dict:
+    """One request at a time (a restorer's worker is busy for seconds per photo): latency of the
+    typical photo, per image and per megapixel."""
+    label, w, h = next(size for size in RESTORER_SIZES if size[0] == RESTORER_TYPICAL)
+    body = photo_jpeg(w, h, quality=20)
+    _drive(client, Target(model), body, 1, 1)  # warm-up
+    result = _drive(client, Target(model), body, 1, requests)
+    result["image"] = label
+    result["s_per_megapixel_p50"] = result["latency_ms"]["p50"] / 1000 / (w * h / 1e6)
+    return result
+
+
+def restorer_markdown(report: dict) -> str:
+    lines = ["", "## Restorers", "",
+             "Whole in-process path (decode, tiles, network, PNG), one image at a time, wall clock; served: "
+             f"one request at a time through TorchServe, the {RESTORER_TYPICAL} photo.", "",
+             "| model | precision | multiply-adds per pixel | image | in-process s | s per megapixel | GMAC/s "
+             "| served p50 s (s per megapixel) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in report["restorers"].items():
+        ip, sv = r["in_process"], r.get("served")
+        for label, row in ip["by_size"].items():
+            served_cell = ""
+            if sv is not None and label == sv["image"]:
+                served_cell = f"{sv['latency_ms']['p50'] / 1000:.2f} ({sv['s_per_megapixel_p50']:.2f})"
+            lines.append(f"| {name} | {ip['precision']} | {ip['macs_per_pixel'] / 1e3:.0f}K | {label} "
+                         f"| {row['s_per_image']:.2f} | {row['s_per_megapixel']:.2f} | {row['gmacs_per_s']:.1f} "
+                         f"| {served_cell} |")
+    return "\n".join(lines) + "\n"
+
+
 def cmd_bench(args) -> int:
     from importlib.metadata import version
 
@@ -274,10 +338,13 @@ def cmd_bench(args) -> int:
     missing = [m for m, files in models.items() if not files]
     if missing:
         raise SystemExit(f"no archive for {', '.join(missing)} in {args.model_store}: afdserve build")
+    restorers = {m: f for m, f in models.items() if is_restorer_archive(args.model_store / f[0])}
+    classifiers = {m: f for m, f in models.items() if m not in restorers}
     bodies = {label: photo_jpeg(w, h) for label, w, h in SIZES}
-    first = args.model_store / next(iter(models.values()))[0]
-    with zipfile.ZipFile(first) as z:
-        batch = int(yaml.safe_load(z.read("model-config.yaml"))["batchSize"])
+    batch = 0
+    if classifiers:
+        with zipfile.ZipFile(args.model_store / next(iter(classifiers.values()))[0]) as z:
+            batch = int(yaml.safe_load(z.read("model-config.yaml"))["batchSize"])
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     if args.device != "cpu":
@@ -286,28 +353,36 @@ def cmd_bench(args) -> int:
               "torch": torch.__version__, "torchserve": version("torchserve") if not args.no_served else "-",
               "threads": torch.get_num_threads(), "batch": batch, "rounds": args.rounds,
               "concurrencies_label": [str(c) for c in concurrencies],
-              "models": {}}
-    for model, files in models.items():
+              "models": {}, "restorers": {}}
+    for model, files in classifiers.items():
         report["models"][model] = {"archive": files[0],
                                    "in_process": in_process(args.model_store / files[0], bodies, batch, args.repeats,
                                                             args.device)}
         print(model, "in-process done", flush=True)
-    if args.no_served:
-        write_report(args.out, "bench", report, markdown(report), plot)
-        print(f"wrote {args.out}/bench.md, bench.json, bench.png (in-process only)")
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        with LocalTorchServe(args.model_store, models, Path(tmp), config_file=REPO_CONFIG,
-                             ports=tuple(free_ports(3)), tmpdir=Path(tmp) / "tmp") as server:
-            report["startup_seconds"] = server.startup_seconds
-            for model, result in served(server, list(models), bodies[TYPICAL], concurrencies, args.requests,
-                                        args.rounds).items():
-                report["models"][model]["served"] = result
-    for r in report["models"].values():
-        r["served_vs_in_process"] = r["served"]["best_throughput_rps"] / r["in_process"]["full_path_images_per_s"]
-    write_report(args.out, "bench", report, markdown(report), plot)
-    print(f"TorchServe start-up to every model READY: {report['startup_seconds']:.1f} s")
-    print(f"wrote {args.out}/bench.md, bench.json, bench.png")
+    for model, files in restorers.items():
+        report["restorers"][model] = {"archive": files[0], "in_process": restorer_in_process(
+            args.model_store / files[0], args.repeats, args.device)}
+        print(model, "in-process done", flush=True)
+    if not args.no_served:
+        with tempfile.TemporaryDirectory() as tmp:
+            with LocalTorchServe(args.model_store, models, Path(tmp), config_file=REPO_CONFIG,
+                                 ports=tuple(free_ports(3)), tmpdir=Path(tmp) / "tmp") as server:
+                report["startup_seconds"] = server.startup_seconds
+                if classifiers:
+                    for model, result in served(server, list(classifiers), bodies[TYPICAL], concurrencies,
+                                                args.requests, args.rounds).items():
+                        report["models"][model]["served"] = result
+                client = TorchServeClient(server.inference_url, key_file=server.key_file, timeout=300)
+                for model in restorers:
+                    report["restorers"][model]["served"] = restorer_served(client, model, max(3, args.rounds))
+        for r in report["models"].values():
+            r["served_vs_in_process"] = r["served"]["best_throughput_rps"] / r["in_process"]["full_path_images_per_s"]
+    text = (markdown(report) if classifiers else f"# Serving benchmark ({machine})\n") + (
+        restorer_markdown(report) if restorers else "")
+    write_report(args.out, "bench", report, text, plot if classifiers else None)
+    if "startup_seconds" in report:
+        print(f"TorchServe start-up to every model READY: {report['startup_seconds']:.1f} s")
+    print(f"wrote {args.out}/bench.md, bench.json" + (", bench.png" if classifiers else ""))
     return 0
 
 

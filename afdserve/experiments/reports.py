@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write_report(out: Path, name: str, report: dict, text: str, plot: Callable[[dict, Path], None]) -> None:
+def write_report(out: Path, name: str, report: dict, text: str, plot: Callable[[dict, Path], None] | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     (out / f"{name}.md").write_text(text)
-    plot(report, out / f"{name}.png")
+    if plot is not None:
+        plot(report, out / f"{name}.png")
     print(text)
