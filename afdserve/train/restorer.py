@@ -103,10 +103,9 @@ class PatchSampler(torch.utils.data.Dataset):
     def batch(self, step: int, size: int):
         pairs = []
         for k in range(step * size, (step + 1) * size):
-            epoch, position = divmod(k, len(self.images))
-            order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.images))
             rng = np.random.default_rng([self.seed, 1, k])
-            pairs.append(make_patch_pair(self.images[int(order[position])], rng, self.recipe))
+            pairs.append(make_patch_pair(self.images[loop.image_index(self.seed, k, len(self.images))], rng,
+                                         self.recipe))
         jpeg, clean, quality = zip(*pairs)
         return torch.stack(jpeg), torch.stack(clean), list(quality)
 
