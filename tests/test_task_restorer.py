@@ -62,6 +62,10 @@ def test_batches_are_a_function_of_seed_and_step():
         (j1, c1, q1, y1), (j2, c2, q2, y2) = a[step], b[step]
         assert torch.equal(j1, j2) and torch.equal(c1, c2) and q1 == q2 and torch.equal(y1, y2)
     assert sorted(a[0][3].tolist()) == [IGNORE_LABEL, 5]  # one epoch: both images, the unlabelled ignored
+    loader = torch.utils.data.DataLoader(a, batch_size=None, sampler=range(1, 3), num_workers=1)
+    for step, (jpeg, clean, quality, labels) in zip((1, 2), loader):  # as --workers makes them
+        j, c, q, y = a[step]
+        assert torch.equal(jpeg, j) and torch.equal(clean, c) and quality == q and torch.equal(labels, y)
 
 
 def test_one_step_lowers_the_task_loss_and_leaves_the_classifier_alone(classifier):

@@ -305,7 +305,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     loop.add_data_arguments(g, several=True)
     g.add_argument("--quality-range", type=int, nargs=2, default=[10, 40], metavar=("MIN", "MAX"))
     g.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 1.0], metavar=("MIN", "MAX"),
-                   help="random downscale of the clean image before cropping (default 0.5 1.0)")
+                   help="random downscale of the clean image before cropping patches (default 0.5 1.0; "
+                        "task samples are the classifier's crops instead)")
     g.add_argument("--patch", type=int, default=64,
                    help="patch side, a multiple of --window (default 64); also the model's img_size, the "
                         "size of its stored shift mask, so keep --init-weights' value (task samples are "
