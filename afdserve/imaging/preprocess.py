@@ -41,8 +41,9 @@ def resize_geometry(width: int, height: int) -> tuple[int, int, int, int]:
     return resized_w, resized_h, (resized_w - INPUT_SIZE) // 2, (resized_h - INPUT_SIZE) // 2
 
 
-def crop_box(width: int, height: int) -> tuple[float, float, float, float]:
-    """The centre crop, in source pixels, of 'resize shorter side to 256, crop 224'.
+def crop_box(width: int, height: int, offset: tuple[int, int] | None = None) -> tuple[float, float, float, float]:
+    """The crop, in source pixels, of 'resize shorter side to 256, crop 224': the centre one, or
+    the one at ``offset`` = (left, top) in the resized image (training's random crops).
 
     An image already at the input size is taken whole: a client that cropped to 224 itself (as
     ImageNet-C's JPEG protocol does before compressing) gets its pixels, and its file's blocks,
@@ -50,20 +51,34 @@ def crop_box(width: int, height: int) -> tuple[float, float, float, float]:
     if (width, height) == (INPUT_SIZE, INPUT_SIZE):
         return (0.0, 0.0, float(INPUT_SIZE), float(INPUT_SIZE))
     resized_w, resized_h, left, top = resize_geometry(width, height)
+    if offset is not None:
+        left, top = offset
     sx, sy = width / resized_w, height / resized_h
     return (left * sx, top * sy, (left + INPUT_SIZE) * sx, (top + INPUT_SIZE) * sy)
 
 
-def image_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, 224, 224) float in [-1, 1]."""
+def input_crop(image: Image.Image, box: tuple[float, float, float, float] | None = None) -> Image.Image:
+    """RGB PIL image -> the 224x224 RGB image the model sees (``box``: from ``crop_box``, the
+    centre crop when None)."""
     # Resizing only the crop box gives the same pixels as resizing everything and cropping,
     # without ever holding a huge resized image (e.g. a 1x10000 strip resized to 256 high).
-    box = crop_box(*image.size)
-    resized = image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=box)
+    box = crop_box(*image.size) if box is None else box
+    return image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=box)
+
+
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, 224, 224) float in [-1, 1]."""
     # Scaled in numpy: torch would spread these 150K-element ops over its threads, whose
     # spin-waits then cost more CPU than the arithmetic. The (3, H, W) view is channels-last.
-    x = np.asarray(resized, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+    x = np.asarray(input_crop(image), dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
     return torch.from_numpy(x).permute(2, 0, 1)
+
+
+def model_range(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) float image in [0, 1] (a restorer's) -> the model's input scaling, [-1, 1]:
+    what ``image_tensor`` gives for the same pixels times 255. Differentiable, so a restorer can
+    be trained through the classifier."""
+    return image * 2.0 - 1.0
 
 
 def dct_tensor(decoded: DecodedImage) -> torch.Tensor:

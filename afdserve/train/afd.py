@@ -136,9 +136,7 @@ class CompressedPairs(Dataset):
         return self.samples
 
     def image_index(self, k: int) -> int:
-        epoch, position = divmod(k, len(self.paths))
-        order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.paths))
-        return int(order[position])
+        return loop.image_index(self.seed, k, len(self.paths))
 
     def __getitem__(self, k: int):
         path = self.paths[self.image_index(k)]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -79,6 +80,15 @@ def _plain(value):
 
 def args_dict(args) -> dict:
     return {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in ("func", "command")}
+
+
+def image_index(seed: int, k: int, count: int) -> int:
+    """Which of ``count`` training images sample ``k`` of the run takes: each epoch visits them
+    all, in a permutation drawn from (seed, epoch), so sample k is a pure function of (seed, k)
+    and neither loader workers nor --resume change the stream. The sample's own augmentation
+    draws from ``numpy.random.default_rng([seed, 1, k])``."""
+    epoch, position = divmod(k, count)
+    return int(np.random.default_rng([seed, 0, epoch]).permutation(count)[position])
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -150,6 +160,9 @@ class Run:
     rate_key: str = "images_per_s"  # the rate's name in the log
     resumable: set = field(default_factory=set)  # beside RUN_CONTROL_ARGS
     checkpoint_extra: dict = field(default_factory=dict)
+    # Arguments added to a recipe after some of its checkpoints were written, with the value that
+    # reproduces what those runs did: a checkpoint without one resumes as if it had said that.
+    added_args: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -180,7 +193,7 @@ def _load_checkpoint(run: Run) -> tuple[int, float, list]:
     if not path.exists():
         raise SystemExit(f"--resume: no checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    saved, now = state["args"], args_dict(run.args)
+    saved, now = {**run.added_args, **state["args"]}, args_dict(run.args)
     allowed = RUN_CONTROL_ARGS | run.resumable
     changed = sorted(k for k in set(saved) | set(now) if k not in allowed and saved.get(k) != now.get(k))
     if changed:

@@ -9,6 +9,10 @@ by Pillow at a quality drawn from ``--quality-range`` and decoded by the serving
 restorer is blind: it sees only the decoded pixels. Loss: Charbonnier between the restored and
 the clean patch (SwinIR's choice for JPEG artefact removal: an L1 that is smooth at zero).
 
+With ``--task-loss kl`` or ``kl+ce`` the samples are 224x224 crops as the classifier sees them
+and a task term through the frozen EfficientNet-Lite0 joins the loss (``task_restorer``); the
+normal use fine-tunes a trained restorer (``--init-weights``).
+
 Writes into ``runs/restorer-<name>``: ``restorer.pt`` (state dict in the official SwinIR layout),
 ``restorer.json`` (config, recipe, result), ``restorer.md``, ``train_log.jsonl`` and
 ``checkpoint.pt`` for ``--resume``.
@@ -32,6 +36,9 @@ from afdserve.models.swinir import SwinIR, SwinIRConfig, count_macs, load_swinir
 from afdserve.evaluation.restoration_metrics import psnr
 from afdserve.serving.restoration import TileSpec, restore
 from afdserve.train import loop
+from afdserve.train.task_restorer import (ARGS_BEFORE_TASK_LOSS, TaskRecipe, TaskSampler, add_task_arguments,
+                                          frozen_classifier, labelled_images, task_loss_of, task_terms,
+                                          validate_task)
 
 WEIGHTS = "restorer.pt"
 RECORD = "restorer.json"
@@ -103,10 +110,9 @@ class PatchSampler(torch.utils.data.Dataset):
     def batch(self, step: int, size: int):
         pairs = []
         for k in range(step * size, (step + 1) * size):
-            epoch, position = divmod(k, len(self.images))
-            order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.images))
             rng = np.random.default_rng([self.seed, 1, k])
-            pairs.append(make_patch_pair(self.images[int(order[position])], rng, self.recipe))
+            pairs.append(make_patch_pair(self.images[loop.image_index(self.seed, k, len(self.images))], rng,
+                                         self.recipe))
         jpeg, clean, quality = zip(*pairs)
         return torch.stack(jpeg), torch.stack(clean), list(quality)
 
@@ -162,10 +168,17 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
     out_dir.mkdir(parents=True, exist_ok=True)
 
     train_items, val_items, sources = training_set(args.data, args.val_fraction, args.val)
-    train_images = _load_images(train_items)
-    recipe = PatchRecipe(patch=args.patch, quality_range=tuple(args.quality_range),
-                         scale_range=tuple(args.scale_range))
-    sampler = PatchSampler(train_images, recipe, args.seed, args.batch_size, args.steps)
+    task = task_loss_of(args)
+    if task.kind == "kl+ce" and all(i.label is None for i in train_items):
+        raise SystemExit("--task-loss kl+ce needs a labelled training folder (labels.csv); kl needs none")
+    classifier = frozen_classifier(device) if task.enabled else None
+    if task.enabled:
+        recipe = TaskRecipe(quality_range=tuple(args.quality_range))
+        sampler = TaskSampler(*labelled_images(train_items), recipe, args.seed, args.batch_size, args.steps)
+    else:
+        recipe = PatchRecipe(patch=args.patch, quality_range=tuple(args.quality_range),
+                             scale_range=tuple(args.scale_range))
+        sampler = PatchSampler(_load_images(train_items), recipe, args.seed, args.batch_size, args.steps)
 
     config = compact_config(args)
     model = SwinIR(config).to(device)
@@ -181,17 +194,22 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
         loader = torch.utils.data.DataLoader(
             sampler, batch_size=None, sampler=range(start, stop), num_workers=args.workers,
             pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers else None)
-        for jpeg, clean, _ in loader:
-            yield jpeg.to(device, non_blocking=True), clean.to(device, non_blocking=True)
+        for jpeg, clean, _, *labels in loader:  # task samples carry labels
+            yield [t.to(device, non_blocking=True) for t in (jpeg, clean, *labels)]
 
     def losses(batch):
-        jpeg, clean = batch
-        return {"loss": charbonnier(model(jpeg), clean)}
+        jpeg, clean, *labels = batch
+        restored = model(jpeg)
+        pixel = charbonnier(restored, clean)
+        if not task.enabled:
+            return {"loss": pixel}
+        terms = task_terms(classifier, restored, clean, labels[0], task)
+        return {"loss": pixel + task.weight * terms["task"], "pixel": pixel, **terms}
 
     model.train()
     outcome = loop.train(loop.Run(args, out_dir, {"model": model}, optimizer, scheduler, losses, batches,
                                   list(model.parameters()), clip=1.0, unit="patch", rate_key="patches_per_s",
-                                  resumable={"val_images", "workers"}))
+                                  resumable={"val_images", "workers"}, added_args=ARGS_BEFORE_TASK_LOSS))
     step, stopped = outcome.step, outcome.stopped
     if outcome.to_be_continued:  # continue with --resume
         return None, stopped
@@ -200,6 +218,10 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
     torch.save(weights, out_dir / WEIGHTS)
     val_images = _load_images(val_items[:args.val_images])
     validation = validate(model, val_images, [10, 40], device) if val_images else []
+    validation_task = []
+    if task.enabled and val_images:
+        validation_task = validate_task(model, classifier, val_images, [i.label for i in val_items[:args.val_images]],
+                                        [None, 10, 40], device)
     macs = count_macs(model, 256, 256) / (256 * 256)
     record = {
         "swinir_config": config.to_record(),
@@ -207,12 +229,18 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
         "weights_sha256": hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "macs_per_pixel": round(macs),
-        "recipe": {**asdict(recipe), "loss": "charbonnier", "encoder": f"Pillow {Image.__version__}"},
+        "recipe": {**(recipe.to_record() if task.enabled else asdict(recipe)),
+                   "loss": "charbonnier + task_weight * task" if task.enabled else "charbonnier",
+                   "encoder": f"Pillow {Image.__version__}"},
+        "task_loss": task.to_record() if task.enabled else None,
+        "init_weights": None if args.init_weights is None else {
+            "path": str(args.init_weights), "sha256": hashlib.sha256(Path(args.init_weights).read_bytes()).hexdigest()},
         "completed": outcome.completed, "stopped": stopped, "steps": step, "steps_planned": args.steps,
         "patches_seen": step * args.batch_size,
         "wall_time_s": round(outcome.elapsed_s, 1),
         "final_loss_last_50_steps": outcome.mean_recent().get("loss"),
         "validation": validation,
+        "validation_task": validation_task,
         "data": sources,
         "split": {"val_fraction": args.val_fraction, "train_images": len(train_items),
                   "val_images": len(val_items), "rule": SPLIT_RULE},
@@ -222,22 +250,34 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
     for row in validation:
         print(f"q={row['quality']}: PSNR {row['psnr_jpeg']:.2f} (JPEG) -> {row['psnr_restored']:.2f} dB "
               f"({row['gain_db']:+.2f})", flush=True)
+    for row in validation_task:
+        print(f"{row['quality']}: top-1 {row['top1_jpeg']:.3f} (JPEG) -> {row['top1_restored']:.3f} (restored); "
+              f"KL to clean {row['kl_to_clean_jpeg']:.3f} -> {row['kl_to_clean_restored']:.3f}", flush=True)
     print(f"wrote {out_dir / WEIGHTS} and {RECORD}", flush=True)
     return record, stopped
 
 
 def summary_markdown(record: dict) -> str:
-    c, r = record["swinir_config"], record["recipe"]
+    c, r, task = record["swinir_config"], record["recipe"], record.get("task_loss")
+    a = record["args"]
+    quality = f"JPEG quality {r['quality_range'][0]}-{r['quality_range'][1]} (blind)"
+    if task:
+        samples = (f"{a['batch_size']} crops of {r['size']}x{r['size']} (shorter side 256, random crop, flip), "
+                   f"{quality}; loss Charbonnier + {task['weight']} x task, task `{task['kind']}`: KL to the "
+                   f"frozen Lite0's answer on the clean crop (T={task['temperature']})"
+                   + (f" + {task['ce_weight']} x cross-entropy to the label" if task["kind"] == "kl+ce" else ""))
+    else:
+        samples = (f"{a['batch_size']} patches of {r['patch']}x{r['patch']}, {quality}, downscale "
+                   f"{r['scale_range'][0]}-{r['scale_range'][1]}, Charbonnier loss")
+    init = record.get("init_weights")
     lines = [
-        f"# Compact SwinIR restorer: {Path(record['args']['out']).name}",
+        f"# Compact SwinIR restorer: {Path(a['out']).name}",
         "",
         f"- SwinIR embed_dim {c['embed_dim']}, depths {c['depths']}, heads {c['num_heads']}, window "
         f"{c['window_size']}, mlp_ratio {c['mlp_ratio']}: {record['parameters']:,} parameters, "
         f"{record['macs_per_pixel']:,} multiply-adds per pixel",
-        f"- {record['steps']}/{record['steps_planned']} steps of {record['args']['batch_size']} patches of "
-        f"{r['patch']}x{r['patch']}, JPEG quality {r['quality_range'][0]}-{r['quality_range'][1]} "
-        f"(blind), downscale {r['scale_range'][0]}-{r['scale_range'][1]}, Charbonnier loss, "
-        f"Adam lr {record['args']['lr']} cosine",
+        f"- {record['steps']}/{record['steps_planned']} steps of {samples}, Adam lr {a['lr']} cosine"
+        + (f", from `{init['path']}` (sha256 {init['sha256'][:12]})" if init else ""),
         f"- {record['wall_time_s'] / 60:.1f} min on {record['device']} ({record['threads']} threads); "
         f"{record['split']['train_images']} training images; seed {record['seed']}",
     ]
@@ -246,6 +286,14 @@ def summary_markdown(record: dict) -> str:
                   "| quality | JPEG | restored | gain |", "| --- | --- | --- | --- |"]
         lines += [f"| {v['quality']} | {v['psnr_jpeg']:.2f} | {v['psnr_restored']:.2f} | {v['gain_db']:+.2f} |"
                   for v in record["validation"]]
+    if record.get("validation_task"):
+        lines += ["", "Frozen Lite0 on validation images (224x224 centre crops, JPEG at that size), top-1 and "
+                  "KL to its answer on the clean crop:", "",
+                  "| quality | images | top-1 JPEG | top-1 restored | KL JPEG | KL restored |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {v['quality']} | {v['images']} | {v['top1_jpeg']:.3f} | {v['top1_restored']:.3f} "
+                  f"| {v['kl_to_clean_jpeg']:.3f} | {v['kl_to_clean_restored']:.3f} |"
+                  for v in record["validation_task"]]
     return "\n".join(lines) + "\n"
 
 
@@ -257,8 +305,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     loop.add_data_arguments(g, several=True)
     g.add_argument("--quality-range", type=int, nargs=2, default=[10, 40], metavar=("MIN", "MAX"))
     g.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 1.0], metavar=("MIN", "MAX"),
-                   help="random downscale of the clean image before cropping (default 0.5 1.0)")
-    g.add_argument("--patch", type=int, default=64, help="patch side, a multiple of --window (default 64)")
+                   help="random downscale of the clean image before cropping patches (default 0.5 1.0; "
+                        "task samples are the classifier's crops instead)")
+    g.add_argument("--patch", type=int, default=64,
+                   help="patch side, a multiple of --window (default 64); also the model's img_size, the "
+                        "size of its stored shift mask, so keep --init-weights' value (task samples are "
+                        "224x224 whatever it is)")
     g = p.add_argument_group("model")
     g.add_argument("--embed-dim", type=int, default=48)
     # Two RSTBs of three Swin layers: 0.72 s per step of 8 patches on 2 CPU cores, against 1.9 s
@@ -274,7 +326,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=int, default=100)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--init-weights", type=Path, default=None,
-                   help="start from these SwinIR weights (same architecture) instead of a fresh model")
+                   help="start from these SwinIR weights (same architecture) instead of a fresh model, e.g. "
+                        "afdserve/weights/swinir_compact_v1.pt to fine-tune it with --task-loss")
+    add_task_arguments(p.add_argument_group("task loss (through the frozen classifier)"))
     g = p.add_argument_group("run")
     g.add_argument("--name", default="compact")
     g.add_argument("--out", type=Path, default=None, help="run folder (default runs/restorer-<name>)")
