@@ -156,14 +156,27 @@ def module_cost(plain: Classifier, afd: Classifier, sample: dict, repeats: int =
     }
 
 
-def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols, resamples: int) -> dict:
+def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols, resamples: int,
+                 plain_hits: dict | None = None) -> dict:
+    """``plain_hits``: the plain backbone's answers kept across runs evaluated on the same images
+    (it does not depend on the module), so a second run costs only its own forwards."""
     plain, afd = deployed_pair(run)
     models = {"plain": plain, "afd": afd}
+    plain_hits = {} if plain_hits is None else plain_hits
+
+    def scored(protocol, quality):
+        key = (protocol, quality, tuple(i.path.name for i in images))
+        if key in plain_hits:
+            return {"plain": plain_hits[key], **score({"afd": afd}, images, protocol, quality, run.config.dct_source)}
+        hits = score(models, images, protocol, quality, run.config.dct_source)
+        plain_hits[key] = hits["plain"]
+        return hits
+
     rows = []
     for protocol in protocols:
-        clean = score(models, images, protocol, None, run.config.dct_source)
+        clean = scored(protocol, None)
         for quality in qualities:
-            hits = clean if quality is None else score(models, images, protocol, quality, run.config.dct_source)
+            hits = clean if quality is None else scored(protocol, quality)
             row = {"protocol": protocol, "quality": "clean" if quality is None else quality, "images": len(images)}
             for name in models:
                 row[f"{name}_top1"] = float(hits[name]["top1"].mean())
@@ -258,7 +271,7 @@ def cmd_evaluate_runs(args) -> int:
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; known: {list(PROTOCOLS)}")
-    results = []
+    results, plain_hits = [], {}
     for folder in args.run:
         run = load_run(folder)
         images = evaluation_images(run, all_images, args.data)
@@ -266,7 +279,7 @@ def cmd_evaluate_runs(args) -> int:
             images = images[: args.limit]
         out = args.out / run.name if args.out and len(args.run) > 1 else (args.out or Path("results") / run.name)
         out.mkdir(parents=True, exist_ok=True)
-        result = evaluate_run(run, images, qualities, protocols, args.bootstrap)
+        result = evaluate_run(run, images, qualities, protocols, args.bootstrap, plain_hits)
         (out / "eval.json").write_text(json.dumps(result, indent=2))
         (out / "eval.md").write_text(markdown_table(result))
         plot(result, out / "accuracy_vs_quality.png")
