@@ -244,7 +244,7 @@ def cmd_evaluate_restorer(args) -> int:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("evaluate-restorer",
                               help="PSNR/SSIM/PSNR-B of a SwinIR restorer, and restore-then-classify accuracy")
-    p.add_argument("--weights", type=Path, default=RELEASE_DIR / "swinir_compact_v1.pt",
+    p.add_argument("--weights", type=Path, default=RELEASE_DIR / "swinir_compact_v2.pt",
                    help="SwinIR checkpoint (ours or an official one; default: the packaged compact restorer)")
     p.add_argument("--testsets-dir", type=Path, default=TESTSETS_DIR)
     p.add_argument("--testsets", default="LIVE1_color,classic5", help="comma-separated; '' skips restoration")

@@ -171,8 +171,8 @@ class RestorerArchive:
 
 RESTORERS = {
     "swinir_restorer": RestorerArchive(
-        "swinir_restorer", "1.0", WEIGHTS_DIR / "swinir_compact_v1.pt",
-        description="compact SwinIR trained by afdserve train-restorer (swinir_compact_v1)"),
+        "swinir_restorer", "2.0", WEIGHTS_DIR / "swinir_compact_v2.pt",
+        description="compact SwinIR trained by afdserve train-restorer (swinir_compact_v2)"),
 }
 
 
