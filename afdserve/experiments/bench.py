@@ -37,7 +37,7 @@ from afdserve.ops.client import Target, TorchServeClient
 from afdserve.ops.latency import latency_summary
 from afdserve.evaluation.accuracy import service_from_archive
 from afdserve.imaging.preprocess import ModelInput, dct_tensor, image_tensor
-from afdserve.packaging.manifest import served_archives
+from afdserve.packaging.manifest import read_manifest, served_archives
 from afdserve.ops.server import LocalTorchServe, free_ports
 from afdserve.serving.settings import ArchiveSettings
 from afdserve.serving.worker_process import prepare_worker_process
@@ -148,20 +148,19 @@ def is_restorer_archive(mar: Path) -> bool:
 def restorer_in_process(mar: Path, repeats: int, device: str = "cpu") -> dict:
     """Wall seconds per image and per megapixel of the whole in-process path (decode, tiles,
     network, PNG), and the multiply-adds per second that makes."""
-    from afdserve.models.swinir import count_macs
-
+    # The multiply-adds per pixel from the weights' training record (an official checkpoint has
+    # none: then no rate).
+    macs_per_pixel = (read_manifest(mar).get("record") or {}).get("macs_per_pixel")
     with tempfile.TemporaryDirectory() as tmp:
         service = service_from_archive(mar, Path(tmp), device=device)
         dtype = next(service.model.parameters()).dtype  # the archive's precision
-        macs_per_pixel = count_macs(service.model.float(), 256, 256) / (256 * 256)
-        service.model.to(dtype=dtype)
         out = {"macs_per_pixel": macs_per_pixel, "precision": str(dtype).removeprefix("torch."), "by_size": {}}
         for label, w, h in RESTORER_SIZES:
             body = photo_jpeg(w, h, quality=20)
             seconds = _wall_ms_per_image(lambda: service.handle([body]), 1, max(1, repeats // 8), chunks=2) / 1000
             megapixels = w * h / 1e6
             out["by_size"][label] = {"s_per_image": seconds, "s_per_megapixel": seconds / megapixels,
-                                     "gmacs_per_s": macs_per_pixel * w * h / seconds / 1e9}
+                                     "gmacs_per_s": macs_per_pixel * w * h / seconds / 1e9 if macs_per_pixel else None}
     return out
 
 
@@ -320,9 +319,10 @@ def restorer_markdown(report: dict) -> str:
             served_cell = ""
             if sv is not None and label == sv["image"]:
                 served_cell = f"{sv['latency_ms']['p50'] / 1000:.2f} ({sv['s_per_megapixel_p50']:.2f})"
-            lines.append(f"| {name} | {ip['precision']} | {ip['macs_per_pixel'] / 1e3:.0f}K | {label} "
-                         f"| {row['s_per_image']:.2f} | {row['s_per_megapixel']:.2f} | {row['gmacs_per_s']:.1f} "
-                         f"| {served_cell} |")
+            macs = f"{ip['macs_per_pixel'] / 1e3:.0f}K" if ip["macs_per_pixel"] else "not recorded"
+            rate = f"{row['gmacs_per_s']:.1f}" if row["gmacs_per_s"] else ""
+            lines.append(f"| {name} | {ip['precision']} | {macs} | {label} | {row['s_per_image']:.2f} "
+                         f"| {row['s_per_megapixel']:.2f} | {rate} | {served_cell} |")
     return "\n".join(lines) + "\n"
 
 

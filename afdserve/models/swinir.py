@@ -177,12 +177,15 @@ def window_order(height: int, width: int, window_size: int, shift: int) -> tuple
     """(order, inverse) over the H*W tokens of a row-major map: ``tokens[:, order]`` is the map
     rolled by -shift and cut into windows (``window_partition``'s order), ``[:, inverse]`` puts
     windows back. One gather each way instead of a roll and a permuted copy."""
-    grid = torch.arange(height * width).view(1, height, width, 1)
-    if shift:
-        grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
-    order = window_partition(grid, window_size).flatten()
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel())
+    # Cached across calls, some of them under inference_mode: made as normal tensors, or a later
+    # training forward could not keep them for its backward.
+    with torch.inference_mode(False):
+        grid = torch.arange(height * width).view(1, height, width, 1)
+        if shift:
+            grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
+        order = window_partition(grid, window_size).flatten()
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel())
     return order, inverse
 
 

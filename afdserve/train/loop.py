@@ -91,6 +91,24 @@ def image_index(seed: int, k: int, count: int) -> int:
     return int(np.random.default_rng([seed, 0, epoch]).permutation(count)[position])
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """A dataset whose item ``step`` is that step's whole batch, ``batch(step, batch_size)``: a
+    DataLoader with ``batch_size=None`` and ``sampler=range(start, stop)`` then hands the loop
+    one batch per step, made in its worker processes. Subclasses define ``batch``."""
+
+    def __init__(self, batch_size: int, steps: int):
+        self.batch_size, self.steps = batch_size, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, step: int):
+        return self.batch(step, self.batch_size)
+
+    def batch(self, step: int, size: int):
+        raise NotImplementedError
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))  # a crash mid-write never leaves a half checkpoint
 

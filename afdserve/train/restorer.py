@@ -92,20 +92,14 @@ def make_patch_pair(clean: Image.Image, rng: np.random.Generator, recipe: PatchR
     return tensor(decoded), tensor(patch), quality
 
 
-class PatchSampler(torch.utils.data.Dataset):
+class PatchSampler(loop.StepBatches):
     """Sample ``k`` is a pure function of (seed, k), so --resume sees the same stream, and so does
     a run whose batches come from several loader workers (item ``step`` is that step's batch)."""
 
     def __init__(self, images: list[Image.Image], recipe: PatchRecipe, seed: int, batch_size: int = 8,
                  steps: int = 0):
+        super().__init__(batch_size, steps)
         self.images, self.recipe, self.seed = images, recipe, seed
-        self.batch_size, self.steps = batch_size, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, step: int):
-        return self.batch(step, self.batch_size)
 
     def batch(self, step: int, size: int):
         pairs = []

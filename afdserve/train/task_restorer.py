@@ -92,7 +92,7 @@ def unit_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).float().div_(255)
 
 
-class TaskSampler(torch.utils.data.Dataset):
+class TaskSampler(loop.StepBatches):
     """Item ``step`` is that step's batch: (JPEG crops, clean crops, qualities, labels), labels a
     long tensor with ``IGNORE_LABEL`` where the image has none. Sample k is a pure function of
     (seed, k) (``loop.image_index``), so --resume and --workers see the same stream."""
@@ -101,14 +101,8 @@ class TaskSampler(torch.utils.data.Dataset):
                  batch_size: int = 4, steps: int = 0):
         if len(images) != len(labels):
             raise ValueError("one label (or None) per image")
+        super().__init__(batch_size, steps)
         self.images, self.labels, self.recipe, self.seed = images, labels, recipe, seed
-        self.batch_size, self.steps = batch_size, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, step: int):
-        return self.batch(step, self.batch_size)
 
     def batch(self, step: int, size: int):
         samples, labels = [], []
