@@ -1,7 +1,7 @@
 """Pack what a device-machine training session needs into chunks that each fit one call of the
 device tool (64 MiB with the working tree), under .gpu/ (ignored: .git/info/exclude).
 
-    .venv/bin/python scripts/device/pack_data.py [--chunk-mb 56]
+    .venv/bin/python scripts/device/pack_data.py [--chunk-mb MB]
 
 c1 holds the Lite0 weights package and torch-model-archiver (the device image has neither; no
 registry can be reached there) and 100 of the 1000 validation photos (every tenth: the in-run
@@ -16,6 +16,7 @@ import csv
 import io
 import shutil
 import site
+import subprocess
 from pathlib import Path
 
 from afdserve.data.splits import split_key
@@ -23,6 +24,14 @@ from afdserve.data.splits import split_key
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / ".gpu"
+
+
+def working_tree_bytes() -> int:
+    """What each device call sends besides the carried chunk: tracked files and untracked ones
+    git does not ignore."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.split(b"\0")
+    return sum((ROOT / name.decode()).stat().st_size for name in listed if name and (ROOT / name.decode()).is_file())
 
 
 def labelled_subset(folder: Path, keep) -> tuple[str, list[Path]]:
@@ -38,9 +47,12 @@ def labelled_subset(folder: Path, keep) -> tuple[str, list[Path]]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--chunk-mb", type=float, default=56)
+    p.add_argument("--chunk-mb", type=float, default=None,
+                   help="default: what 64 MiB leaves beside the working tree that travels, less 2 MB")
     p.add_argument("--val-fraction", type=float, default=0.3)
     args = p.parse_args()
+    if args.chunk_mb is None:
+        args.chunk_mb = (64 * 2**20 - working_tree_bytes()) / 1e6 - 2
     shutil.rmtree(OUT, ignore_errors=True)
     c1 = OUT / "c1"
     packages = Path(site.getsitepackages()[0])
