@@ -140,9 +140,10 @@ RESTORER_SIZES = (("256x256", 256, 256), ("500x500", 500, 500), ("1024x768", 102
 RESTORER_TYPICAL = "500x500"
 
 
-def is_restorer_archive(mar: Path) -> bool:
+def model_config(mar: Path) -> dict:
+    """An archive's model-config.yaml: TorchServe's settings, ours under ``afdserve``."""
     with zipfile.ZipFile(mar) as z:
-        return ArchiveSettings.from_dict(yaml.safe_load(z.read("model-config.yaml"))["afdserve"]).is_restorer
+        return yaml.safe_load(z.read("model-config.yaml"))
 
 
 def restorer_in_process(mar: Path, repeats: int, device: str = "cpu") -> dict:
@@ -215,21 +216,17 @@ def markdown(report: dict) -> str:
     for name, r in report["models"].items():
         ip, sv = r["in_process"], r.get("served")
         b = f"batch_{report['batch']}"
-        if sv is None:  # --no-served
-            lines.append(
-                f"| {name} | {ip['model_only_ms_per_image']['batch_1']:.1f} / {ip['model_only_ms_per_image'][b]:.1f} "
-                f"| {ip['full_path_ms_per_image']['batch_1']:.1f} / {ip['full_path_ms_per_image'][b]:.1f} "
-                f"| not served | | | | {100 * ip['stages_by_size'][TYPICAL]['share_outside_model']:.0f}% |")
-            continue
-        best_c, best = max(sv["by_concurrency"].items(), key=lambda kv: kv[1]["throughput_rps"])
-        lat = best["latency_ms"]
+        served_cells = "not served | | | "  # --no-served
+        if sv is not None:
+            best_c, best = max(sv["by_concurrency"].items(), key=lambda kv: kv[1]["throughput_rps"])
+            lat = best["latency_ms"]
+            served_cells = (f"{best['throughput_rps']:.1f} ({best_c}) | {100 * r['served_vs_in_process']:.0f}% "
+                            f"| {lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} "
+                            f"| {best['client_cpu_ms_per_request']:.1f}")
         lines.append(
             f"| {name} | {ip['model_only_ms_per_image']['batch_1']:.1f} / {ip['model_only_ms_per_image'][b]:.1f} "
             f"| {ip['full_path_ms_per_image']['batch_1']:.1f} / {ip['full_path_ms_per_image'][b]:.1f} "
-            f"| {best['throughput_rps']:.1f} ({best_c}) | {100 * r['served_vs_in_process']:.0f}% "
-            f"| {lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f} "
-            f"| {best['client_cpu_ms_per_request']:.1f} "
-            f"| {100 * ip['stages_by_size'][TYPICAL]['share_outside_model']:.0f}% |")
+            f"| {served_cells} | {100 * ip['stages_by_size'][TYPICAL]['share_outside_model']:.0f}% |")
     lines += ["", "CPU ms per image by stage, one request at a time (each stage its own thread's CPU; the "
               "model the rest of the process's, its threads' spin-waits included):", "",
               "| model | image | " + " | ".join(STAGES) + " | total | outside the model |",
@@ -338,13 +335,11 @@ def cmd_bench(args) -> int:
     missing = [m for m, files in models.items() if not files]
     if missing:
         raise SystemExit(f"no archive for {', '.join(missing)} in {args.model_store}: afdserve build")
-    restorers = {m: f for m, f in models.items() if is_restorer_archive(args.model_store / f[0])}
+    configs = {m: model_config(args.model_store / files[0]) for m, files in models.items()}
+    restorers = {m: f for m, f in models.items() if ArchiveSettings.from_dict(configs[m]["afdserve"]).is_restorer}
     classifiers = {m: f for m, f in models.items() if m not in restorers}
     bodies = {label: photo_jpeg(w, h) for label, w, h in SIZES}
-    batch = 0
-    if classifiers:
-        with zipfile.ZipFile(args.model_store / next(iter(classifiers.values()))[0]) as z:
-            batch = int(yaml.safe_load(z.read("model-config.yaml"))["batchSize"])
+    batch = int(configs[next(iter(classifiers))]["batchSize"]) if classifiers else 0
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     if args.device != "cpu":

@@ -38,7 +38,7 @@ from afdserve.serving.restoration import TileSpec, restore
 from afdserve.train import loop
 from afdserve.train.task_restorer import (ARGS_BEFORE_TASK_LOSS, TaskRecipe, TaskSampler, add_task_arguments,
                                           frozen_classifier, labelled_images, task_loss_of, task_terms,
-                                          validate_task)
+                                          unit_tensor, validate_task)
 
 WEIGHTS = "restorer.pt"
 RECORD = "restorer.json"
@@ -86,10 +86,7 @@ def make_patch_pair(clean: Image.Image, rng: np.random.Generator, recipe: PatchR
     quality = int(rng.integers(recipe.quality_range[0], recipe.quality_range[1] + 1))
     _, decoded = jpeg_roundtrip(patch, quality)  # decoded by the serving decoder
 
-    def tensor(a):
-        return torch.from_numpy(a.transpose(2, 0, 1).copy()).float().div_(255)
-
-    return tensor(decoded), tensor(patch), quality
+    return unit_tensor(decoded), unit_tensor(patch), quality
 
 
 class PatchSampler(loop.StepBatches):

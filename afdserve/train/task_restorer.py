@@ -32,6 +32,7 @@ from afdserve.data.jpeg import jpeg_roundtrip
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import INPUT_SIZE, crop_box, input_crop, model_range, resize_geometry
 from afdserve.models.classifier import Classifier, build_classifier
+from afdserve.serving.restoration import to_tensor
 from afdserve.train import loop
 from afdserve.train.afd import kd_loss
 
@@ -88,8 +89,8 @@ def make_task_sample(clean: Image.Image, rng: np.random.Generator, recipe: TaskR
 
 
 def unit_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """H x W x 3 uint8 -> 3 x H x W float in [0, 1], the restorer's input."""
-    return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).float().div_(255)
+    """H x W x 3 uint8 -> 3 x H x W float in [0, 1], the restorer's input, as served."""
+    return to_tensor(pixels)[0]
 
 
 class TaskSampler(loop.StepBatches):
