@@ -14,7 +14,8 @@ import yaml
 from PIL import Image
 from skimage import data
 
-from afdserve.packaging.archive import CLASSIFIERS, RestorerArchive, build_classifier_archive, build_restorer_archive
+from afdserve.packaging.archive import (CLASSIFIERS, RESTORER_SERVING, RestorerArchive, build_classifier_archive,
+                                       build_restorer_archive)
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, load_swinir_checkpoint
 from afdserve.serving.restoration import TileSpec
@@ -61,8 +62,10 @@ def server(model_store, torchserve_session_factory):
 
 @pytest.fixture(scope="module")
 def in_process(tiny_weights):
+    # In the archive's precision (auto: bfloat16 on a CPU that has it), as the server restores.
     return RestorerService(load_swinir_checkpoint(tiny_weights), "swinir_restorer", "0.9",
-                           max_pixels=MAX_PIXELS, tiles=TileSpec(size=TILE, overlap=OVERLAP))
+                           max_pixels=MAX_PIXELS, tiles=TileSpec(size=TILE, overlap=OVERLAP),
+                           precision=RESTORER_SERVING.cpu_precision)
 
 
 def restore_request(server, body, headers=None):

@@ -146,3 +146,23 @@ def test_gpu_decode_is_used_only_on_gpu_workers_that_ask_for_it(monkeypatch, dev
     settings = ServingConfig(gpu_decode=gpu_decode).settings()
     service = ClassifierService.from_model_dir(PACKAGE_DIR / "data", settings, "m", "1", device=device)
     assert service.decode_on_device is expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it(monkeypatch, native):
+    from afdserve.serving import precision
+
+    monkeypatch.setattr(precision, "has_native_bfloat16", lambda: native)
+    assert precision.resolve_precision("auto", "cpu") == ("bfloat16" if native else "float32")
+    assert precision.resolve_precision("auto", "cuda") == "float32"
+    assert precision.resolve_precision("float16", "cpu") == "float16"  # explicit settings stay as asked
+    assert precision.torch_dtype("auto") == (torch.bfloat16 if native else torch.float32)
+
+
+def test_auto_is_a_cpu_setting_only_and_the_restorers_default():
+    assert ServingConfig(cpu_precision="auto").settings()["precision"]["cpu"] == "auto"
+    with pytest.raises(ValueError):
+        ServingConfig(gpu_precision="auto")
+    assert RESTORERS["swinir_restorer"].serving.cpu_precision == "auto"
+    # In restore-then-classify the precision is the classifier's, whose top-1 moves in bfloat16.
+    assert CLASSIFIERS["restore_classify"].serving.cpu_precision == "float32"

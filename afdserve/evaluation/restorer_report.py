@@ -32,7 +32,8 @@ from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.swinir import count_macs, load_swinir_checkpoint
 from afdserve.serving.restoration import TileSpec, restore
-from afdserve.serving.settings import PRECISIONS
+from afdserve.serving.precision import resolve_precision
+from afdserve.serving.settings import CPU_PRECISIONS
 from afdserve.evaluation.restoration_metrics import measure
 
 TESTSETS_DIR = DEFAULT_DATA_DIR.parent / "jpeg-car-testsets"
@@ -219,9 +220,10 @@ def plot(result: dict, path: Path) -> None:
 
 def cmd_evaluate_restorer(args) -> int:
     torch.set_num_threads(args.threads)
-    restorer = load_swinir_checkpoint(args.weights).eval().to(getattr(torch, args.precision))
+    precision = resolve_precision(args.precision)  # as a CPU worker resolves "auto"
+    restorer = load_swinir_checkpoint(args.weights).eval().to(getattr(torch, precision))
     tiles = TileSpec(size=args.tile, overlap=args.tile_overlap)
-    result = {"weights": str(args.weights), "threads": args.threads, "precision": args.precision,
+    result = {"weights": str(args.weights), "threads": args.threads, "precision": precision,
               "tiles": dataclasses.asdict(tiles), "cost": macs_table(restorer), "restoration": []}
     for name in args.testsets.split(","):
         if name:
@@ -260,7 +262,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--tile-overlap", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+    p.add_argument("--precision", choices=CPU_PRECISIONS, default="float32",
                    help="the restorer's arithmetic (a served archive's --cpu-precision)")
     p.add_argument("--out", type=Path, default=Path("results") / "restorer-v1")
     p.set_defaults(func=cmd_evaluate_restorer)

@@ -21,6 +21,7 @@ from afdserve.imaging.on_device import decode_jpeg_on_device, prepare_on_device
 from afdserve.imaging.preprocess import REDUCED_DECODE_SHORTER_SIDE, ModelInput, collate, prepare
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import Classifier, load_deployed
+from afdserve.serving.precision import torch_dtype
 from afdserve.serving.requests import Reply, request_bytes
 from afdserve.serving.restoration import RestoreCost, TileSpec
 from afdserve.serving.restorer_service import DEFAULT_RESTORER_MAX_PIXELS, load_restorer
@@ -44,7 +45,7 @@ class ClassifierService(Service):
                  decode_on_device: bool = False, prepare_threads: int = 1,
                  decode_budget_s: float = DEFAULT_DECODE_BUDGET_S, restore_cost: RestoreCost | None = None):
         self.device = torch.device(device)
-        self.dtype = getattr(torch, precision)  # one of afdserve.serving.settings.PRECISIONS
+        self.dtype = torch_dtype(precision, self.device)  # one of afdserve.serving.settings.CPU_PRECISIONS
         # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.2-1.7x faster in
         # it on CPU (scripts/bench_model_forms.py), with the same probabilities to 1e-6.
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()

@@ -22,6 +22,7 @@ from PIL import Image
 from afdserve.imaging.budget import BudgetExceeded, CpuBudget
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIRConfig, load_swinir_checkpoint
+from afdserve.serving.precision import torch_dtype
 from afdserve.serving.requests import BadRequest, Reply, request_bytes
 from afdserve.serving.restoration import RestoreCost, TileSpec, to_tensor, to_uint8
 from afdserve.serving.service import Service
@@ -111,7 +112,10 @@ class RestorerService(Service):
                  max_pixels: int = DEFAULT_RESTORER_MAX_PIXELS, tiles: TileSpec = TileSpec(),
                  decode_budget_s: float = DEFAULT_DECODE_BUDGET_S,
                  restore_budget_s: float = DEFAULT_RESTORE_BUDGET_S, precision: str = "float32"):
-        self.model = model.to(device, dtype=getattr(torch, precision)).eval()  # one of settings.PRECISIONS
+        self.dtype = torch_dtype(precision, device)  # one of settings.CPU_PRECISIONS
+        self.model = model.to(device, dtype=self.dtype).eval()
+        log.info("%s %s restores in %s on %s (archive's setting: %s)", model_name, version,
+                 str(self.dtype).removeprefix("torch."), device, precision)
         self.device = torch.device(device)
         self.model_name, self.version = model_name, version
         self.max_pixels = max_pixels

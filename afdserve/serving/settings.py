@@ -13,6 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 PRECISIONS = ("float32", "float16", "bfloat16")
+# CPU workers may also choose at load time: bfloat16 where the CPU has it in hardware, else
+# float32 (afdserve.serving.precision).
+AUTO_PRECISION = "auto"
+CPU_PRECISIONS = PRECISIONS + (AUTO_PRECISION,)
 DEFAULT_TOP_K = 5
 # CPU seconds one request's decoding and preparation may take (afdserve.imaging.budget).
 # Decoding and preparing the costliest legal photo measured here, a 40-megapixel progressive JPEG
