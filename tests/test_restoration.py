@@ -134,6 +134,18 @@ def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
                  "--model-store", str(tmp_path / "store")]) == 2
 
 
+def test_shipped_restorer_releases_build_by_name():
+    """The quality version (swinir_compact_v2_large) ships in the package: a pip user names it."""
+    from afdserve.packaging.archive import WEIGHTS_DIR, restorer_settings, variant
+
+    spec = variant("swinir_restorer", "2.1", "swinir_compact_v2_large")
+    assert spec.weights == WEIGHTS_DIR / "swinir_compact_v2_large.pt"
+    _, settings = restorer_settings(spec.weights, "model.pt")  # loads with its record's config
+    assert settings.swinir["embed_dim"] == 64 and settings.swinir["depths"] == [4, 4, 4]
+    with pytest.raises(ValueError, match="not found"):
+        variant("swinir_restorer", "2.2", "no_such_release")
+
+
 def test_restore_cost_counts_the_pixels_the_network_runs_on():
     from afdserve.serving.restoration import RestoreCost
 
