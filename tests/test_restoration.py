@@ -120,6 +120,7 @@ def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
     import zipfile
 
     from afdserve.cli import main
+    from afdserve.packaging.manifest import served_archives
 
     weights = tmp_path / "user_swinir.pth"
     torch.save({"params_ema": tiny_swinir().state_dict()}, weights)  # as some official files are
@@ -128,6 +129,11 @@ def test_build_packs_a_users_checkpoint_as_another_version(tmp_path):
     with zipfile.ZipFile(tmp_path / "store" / "swinir_restorer.2.0.mar") as z:
         manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
     assert manifest["model"]["modelName"] == "swinir_restorer" and manifest["model"]["modelVersion"] == "2.0"
+    # A version other than the release's never becomes the default by being built.
+    assert served_archives(tmp_path / "store", "swinir_restorer")[0] == "swinir_restorer.2.0.mar"
+    assert main(["build", "--models", "swinir_restorer", "--weights", str(weights), "--version", "9.0",
+                 "--model-store", str(tmp_path / "store")]) == 0
+    assert served_archives(tmp_path / "store", "swinir_restorer")[0] == "swinir_restorer.2.0.mar"
 
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert main(["build", "--models", "swinir_restorer", "--weights", str(tmp_path / "junk.pth"), "--version", "2.1",

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 import afdserve
-from afdserve.packaging.manifest import archive_file_name, write_manifest
+from afdserve.packaging.manifest import archive_file_name, read_serving_state, record_default, write_manifest
 from afdserve.models.afd import AFDConfig
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 from afdserve.serving.settings import (DEFAULT_DECODE_BUDGET_S, DEFAULT_RESTORE_BUDGET_S, CPU_PRECISIONS,
@@ -400,6 +400,13 @@ def cmd_build(args) -> int:
             print(f"cannot build {name} {spec.version}: {err}", file=sys.stderr)
             return 2
         _report(path, start)
+        release = known[name].version
+        if spec.version != release and name not in read_serving_state(args.model_store)["defaults"]:
+            # Without a recorded default the newest version is served as the default, so a candidate
+            # built for an A/B test would replace the release on the next start: keep the release.
+            record_default(args.model_store, name, release)
+            print(f"{name} {release} stays the default; `afdserve promote {name} {spec.version}` makes "
+                  f"{spec.version} the default")
     return 0
 
 
