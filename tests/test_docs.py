@@ -54,7 +54,8 @@ def test_the_check_notices_what_went_missing(tmp_path):
 
 
 def test_anchors_follow_githubs_rules():
-    text = "# afdserve\n\n## The recipe's losses\n\n```sh\n# not a heading\n```\n\n## `afd_v3`: nine times\n\n## Limits\n\n## Limits\n"
+    text = ("# afdserve\n\n## The recipe's losses\n\n```sh\n# not a heading\n```\n\n"
+            "## `afd_v3`: nine times\n\n## Limits\n\n## Limits\n")
     assert docs.anchors(text) == {"afdserve", "the-recipes-losses", "afd_v3-nine-times", "limits", "limits-1"}
 
 
@@ -94,7 +95,9 @@ def test_flags_named_in_prose_exist():
             if not match or match.group(1) not in COMMANDS:
                 continue
             command = match.group(1)
-            subcommands = next(a for a in build_parser(command)._actions if isinstance(a, argparse._SubParsersAction))
-            known = {option for action in subcommands.choices[command]._actions for option in action.option_strings}
+            subcommands = next(action for action in build_parser(command)._actions
+                               if isinstance(action, argparse._SubParsersAction))
+            known = {option for action in subcommands.choices[command]._actions
+                     for option in action.option_strings}
             for flag in re.findall(r"--[a-z][a-z0-9-]*", match.group(2)):
                 assert flag in known, f"{page.name}: `{span}`: {command} has no {flag}"
