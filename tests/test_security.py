@@ -1,5 +1,6 @@
-"""The security defaults the README promises, checked: loopback binding, token auth, the model API
-off, request size limits (over HTTP too), and weights only ever loaded with weights_only=True."""
+"""The security defaults README.md and docs/security.md promise, checked: loopback binding, token
+auth, the model API off, request size limits (over HTTP too), and weights only ever loaded with
+weights_only=True."""
 
 import re
 from pathlib import Path
