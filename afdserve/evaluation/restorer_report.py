@@ -220,6 +220,8 @@ def plot(result: dict, path: Path) -> None:
 
 def cmd_evaluate_restorer(args) -> int:
     torch.set_num_threads(args.threads)
+    if args.out is None:  # never the folder of a published result by accident
+        args.out = Path("results") / "restorer-eval" / Path(args.weights).stem
     precision = resolve_precision(args.precision)  # as a CPU worker resolves "auto"
     restorer = load_swinir_checkpoint(args.weights).eval().to(getattr(torch, precision))
     tiles = TileSpec(size=args.tile, overlap=args.tile_overlap)
@@ -264,5 +266,6 @@ def add_commands(subparsers) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", choices=CPU_PRECISIONS, default="float32",
                    help="the restorer's arithmetic (a served archive's --cpu-precision)")
-    p.add_argument("--out", type=Path, default=Path("results") / "restorer-v1")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for eval.md/json and the plot (default: results/restorer-eval/WEIGHTS' stem)")
     p.set_defaults(func=cmd_evaluate_restorer)
