@@ -332,6 +332,13 @@ class LocalTorchServe:
         return self._url("management_address", 8081)
 
     @property
+    def grpc_inference_target(self) -> str:
+        """host:port of the gRPC inference API, as grpc.insecure_channel takes it."""
+        host = self.settings.get("grpc_inference_address", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+        return f"{host}:{self.settings.get('grpc_inference_port', '7070')}"
+
+    @property
     def metrics_url(self) -> str:
         return self._url("metrics_address", 8082)
 
