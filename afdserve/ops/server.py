@@ -667,8 +667,10 @@ class LocalTorchServe:
 def _print_usage(server: LocalTorchServe, models) -> None:
     key = server.keys()["inference"]
     for name in models:
-        print(f'  curl -H "Authorization: Bearer {key["key"]}" -T image.jpg '
-              f"{server.inference_url}/predictions/{name}")
+        # An explicit type, so the line still works when -T is swapped for --data-binary
+        # (whose default form type TorchServe refuses, docs/api.md).
+        print(f'  curl -H "Authorization: Bearer {key["key"]}" -H "Content-Type: application/octet-stream" '
+              f"-T image.jpg {server.inference_url}/predictions/{name}")
     if key.get("expiration time"):
         print(f"The inference key expires at {key['expiration time']} (UTC); "
               "`afdserve serve` again prints a fresh one.")
