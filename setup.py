@@ -33,7 +33,11 @@ setup(
         # psutil: `afdserve serve/stop` find and end the server's processes (afdserve.ops.server).
         "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13", "psutil>=5.8"],
         "eval": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
+        # gRPC clients: stubs generated from the installed TorchServe's .proto (afdserve.ops.grpc_stubs).
+        "grpc": ["grpcio>=1.60", "grpcio-tools>=1.60", "protobuf>=4.25"],
+        # httpx and gRPC: tests/test_e2e_clients.py calls the server the ways users do.
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21", "httpx>=0.25",
+                 "grpcio>=1.60", "grpcio-tools>=1.60", "protobuf>=4.25"],
     },
     entry_points={"console_scripts": ["afdserve=afdserve.cli:main"]},
 )

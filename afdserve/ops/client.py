@@ -38,6 +38,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 DEFAULT_KEY_FILE = KEY_FILE_NAME
 ERROR_TEXT_LIMIT = 500  # error bodies are kept for diagnosis, not whole HTML pages
 LATENCY_WINDOW = 100_000  # latency percentiles cover the most recent requests per version
+IMAGE_CONTENT_TYPE = "application/octet-stream"  # any image type; the server reads the bytes
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,12 @@ class TorchServeClient:
         return f"{self.base_url}/{target.path}"
 
     def _put(self, target: Target, image_bytes: bytes, headers: dict | None) -> requests.Response:
+        headers = dict(headers or {})
+        if not any(k.lower() == "content-type" for k in headers):
+            # Explicit, so no layer in between picks a form type, which TorchServe would URL-decode.
+            headers["Content-Type"] = IMAGE_CONTENT_TYPE
         return self.session.put(self.url(target), data=image_bytes, timeout=self.timeout,
-                                headers={**(headers or {}), **self._auth_headers()})
+                                headers={**headers, **self._auth_headers()})
 
     def predict(self, target: Target, image_bytes: bytes, headers: dict | None = None) -> Outcome:
         """Classify one image with ``target``; never raises for a failed call. HTTP errors come

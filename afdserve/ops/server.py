@@ -332,6 +332,13 @@ class LocalTorchServe:
         return self._url("management_address", 8081)
 
     @property
+    def grpc_inference_target(self) -> str:
+        """host:port of the gRPC inference API, as grpc.insecure_channel takes it."""
+        host = self.settings.get("grpc_inference_address", "127.0.0.1")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+        return f"{host}:{self.settings.get('grpc_inference_port', '7070')}"
+
+    @property
     def metrics_url(self) -> str:
         return self._url("metrics_address", 8082)
 
@@ -660,8 +667,10 @@ class LocalTorchServe:
 def _print_usage(server: LocalTorchServe, models) -> None:
     key = server.keys()["inference"]
     for name in models:
-        print(f'  curl -H "Authorization: Bearer {key["key"]}" -T image.jpg '
-              f"{server.inference_url}/predictions/{name}")
+        # An explicit type, so the line still works when -T is swapped for --data-binary
+        # (whose default form type TorchServe refuses, docs/api.md).
+        print(f'  curl -H "Authorization: Bearer {key["key"]}" -H "Content-Type: application/octet-stream" '
+              f"-T image.jpg {server.inference_url}/predictions/{name}")
     if key.get("expiration time"):
         print(f"The inference key expires at {key['expiration time']} (UTC); "
               "`afdserve serve` again prints a fresh one.")

@@ -101,7 +101,7 @@ class ClassifierService(Service):
         """One request's model input, within its CPU budget (this thread's time: with
         ``prepare_threads`` each image is prepared on a thread of its own)."""
         budget = CpuBudget(self.decode_budget_s)
-        body = request_bytes(row)
+        body = request_bytes(row, headers)
         afd = self.model.afd
         if self.decode_on_device and (afd is None or afd.config.dct_source == "file-grid"):
             on_device = decode_jpeg_on_device(body, self.device, self.max_pixels)

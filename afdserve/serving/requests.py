@@ -13,6 +13,12 @@ from dataclasses import dataclass
 # Keys under which a JSON body may carry a base64-encoded image.
 JSON_IMAGE_KEYS = ("image", "data", "b64")
 JSON_CONTENT_TYPE = "application/json"
+# What curl --data-binary and urllib send when not told otherwise. TorchServe's frontend URL-decodes
+# such a body into text fields before any handler runs (an image's bytes are lost or, almost
+# always, refused with 500 "Bad string"), so only a base64 field in it can still be an image.
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+SEND_BYTES = ("send the image file's bytes with Content-Type: application/octet-stream "
+              "(or image/jpeg, image/png, image/webp)")
 
 
 class BadRequest(ValueError):
@@ -49,8 +55,19 @@ class Reply:
         return self.body.decode() if self.content_type == JSON_CONTENT_TYPE else self.body
 
 
-def request_bytes(row) -> bytes:
-    """The image bytes of one TorchServe request row (raw body, form field or JSON base64)."""
+def content_type(headers: dict | None) -> str:
+    """The request's media type, lower case, without parameters ("" when none was sent)."""
+    value = next((v for k, v in (headers or {}).items() if str(k).lower() == "content-type"), "")
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("latin-1")
+    return str(value).split(";", 1)[0].strip().lower()
+
+
+def request_bytes(row, headers: dict | None = None) -> bytes:
+    """The image bytes of one TorchServe request row (raw body, form field or JSON base64);
+    ``headers`` (the request's) tell a URL-encoded form apart."""
+    if content_type(headers) == FORM_CONTENT_TYPE:
+        return _form_image(row)
     value = row
     if isinstance(row, dict):
         # Raw bodies arrive as "body" (or "data"); a multipart form field under its own name.
@@ -82,3 +99,25 @@ def request_bytes(row) -> bytes:
     if value is None:
         raise BadRequest("empty request body")
     raise BadRequest("unrecognised request body")
+
+
+def _form_image(row) -> bytes:
+    """The image of a URL-encoded form: a base64 field named like the JSON keys. Anything else
+    was a file's bytes sent with the form type, which the frontend has already mangled."""
+    fields = row if isinstance(row, dict) else {}
+    encoded = next((fields[k] for k in JSON_IMAGE_KEYS if isinstance(fields.get(k), (bytes, bytearray, str))
+                    and fields[k]), None)
+    if encoded is None:
+        raise BadRequest(f"the body was sent as a form (Content-Type: {FORM_CONTENT_TYPE}), which the server "
+                         f"decodes as text: {SEND_BYTES}; curl: -T photo.jpg or --data-binary @photo.jpg "
+                         "-H 'Content-Type: application/octet-stream'", status=415)
+    if isinstance(encoded, (bytes, bytearray)):
+        encoded = bytes(encoded).decode("latin-1")
+    # A '+' the client did not percent-encode arrives as a space; base64 has no spaces of its own.
+    encoded = encoded.strip().replace(" ", "+")
+    if encoded.startswith("data:") and ";base64," in encoded[:100]:
+        encoded = encoded.split(",", 1)[1]
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"the form field is not valid base64: {SEND_BYTES}") from None

@@ -139,7 +139,7 @@ class RestorerService(Service):
     def decode(self, row, headers: dict | None = None) -> _Job:
         out = output_format(row, headers)
         budget = CpuBudget(self.decode_budget_s)
-        decoded = decode_image(request_bytes(row), max_pixels=self.max_pixels, budget=budget)
+        decoded = decode_image(request_bytes(row, headers), max_pixels=self.max_pixels, budget=budget)
         image = to_tensor(decoded.image)
         budget.check("decoding the image")
         return _Job(image, out, decoded.quality)
