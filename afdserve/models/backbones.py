@@ -241,7 +241,7 @@ def early_modules(backbone: nn.Module) -> list[str]:
     found = [STEM] if "conv_stem" in modules and "bn1" in modules else []
     for info in getattr(backbone, "feature_info", []) or []:
         module = info["module"] if isinstance(info, dict) else None
-        if module and module not in found:
+        if module and module not in found and not (found[:1] == [STEM] and module == "bn1"):
             found.append(module)
     return found
 

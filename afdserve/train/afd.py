@@ -409,7 +409,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         if args.match_later and forward_order(teacher, [args.insert_after, args.match_later])[-1] != args.match_later:
             raise ValueError(f"--match-later {args.match_later} must come after the module (--insert-after "
                              f"{args.insert_after})")
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # a layer it lacks; a weights package not installed
         raise SystemExit(str(err)) from None
     train_images, val_images, sources = training_set(args.data, args.val_fraction, args.val)
     if not train_images:
