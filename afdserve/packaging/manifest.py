@@ -1,9 +1,9 @@
 """Archive manifests and the model store's versions.
 
 Every archive ``NAME.VERSION.mar`` has a manifest ``NAME.VERSION.manifest.json`` beside it: model,
-version, the sha256 of the archive and of each weights file inside it, the training record of the
-weights, their measured accuracy when there is one, the build time and the library version. The
-server refuses an archive whose bytes no longer match its manifest (or that has none), so what is
+version, the sha256 of the archive and of each weights file inside it, a classifier's backbone
+spec, the training record of the weights, their measured accuracy when there is one, the build
+time and the library version. The server refuses an archive whose bytes no longer match its manifest (or that has none), so what is
 served is what was built and recorded.
 
 The store also holds ``serving.json``: which version of each model is the default and which
@@ -71,7 +71,9 @@ def weights_digests(archive: Path) -> dict[str, str]:
 
 
 def write_manifest(archive: Path, model: str, version: str, record: dict | None = None,
-                   accuracy=None, description: str = "") -> dict:
+                   accuracy=None, description: str = "", backbone: dict | None = None) -> dict:
+    """``backbone``: a classifier's backbone spec (models.backbones.BackboneSpec.to_dict), with
+    the sha256 of a user's checkpoint it was built from."""
     archive = Path(archive)
     manifest = {
         "model": model,
@@ -80,6 +82,7 @@ def write_manifest(archive: Path, model: str, version: str, record: dict | None 
         "archive_sha256": sha256_file(archive),
         "weights_sha256": weights_digests(archive),
         "description": description,
+        **({"backbone": backbone} if backbone is not None else {}),
         "record": record,
         "accuracy": accuracy,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -18,8 +18,9 @@ import torch
 from afdserve.imaging.budget import CpuBudget
 from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from afdserve.imaging.on_device import decode_jpeg_on_device, prepare_on_device
-from afdserve.imaging.preprocess import REDUCED_DECODE_SHORTER_SIDE, ModelInput, collate, prepare
+from afdserve.imaging.preprocess import ModelInput, collate, prepare, reduced_decode_shorter_side
 from afdserve.models.afd import AFDConfig
+from afdserve.models.backbones import BackboneSpec
 from afdserve.models.classifier import Classifier, load_deployed
 from afdserve.serving.precision import torch_dtype
 from afdserve.serving.requests import Reply, request_bytes
@@ -46,6 +47,7 @@ class ClassifierService(Service):
                  decode_budget_s: float = DEFAULT_DECODE_BUDGET_S, restore_cost: RestoreCost | None = None):
         self.device = torch.device(device)
         self.dtype = torch_dtype(precision, self.device)  # one of afdserve.serving.settings.CPU_PRECISIONS
+        # The model carries its backbone's spec (model.spec): input size, resize, normalisation.
         # Channels-last: the depthwise convolutions of Lite0 and AFD's U-Net run 1.2-1.7x faster in
         # it on CPU (scripts/bench_model_forms.py), with the same probabilities to 1e-6.
         self.model = model.to(self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
@@ -69,11 +71,15 @@ class ClassifierService(Service):
     @classmethod
     def from_model_dir(cls, model_dir, settings: ArchiveSettings | dict, model_name: str, version: str,
                        device="cpu") -> "ClassifierService":
-        """Load from an unpacked archive with its settings (weights file, AFD config, limits)."""
+        """Load from an unpacked archive with its settings (weights file, backbone spec, AFD
+        config, limits). Archives from before backbones were described hold Lite0."""
         model_dir = Path(model_dir)
         settings = ArchiveSettings.coerce(settings)
         afd = AFDConfig.from_dict(settings.afd) if settings.afd else None
-        model = load_deployed(afd, model_dir / settings.weights)
+        if settings.backbone:
+            model = load_deployed(afd, model_dir / settings.weights, backbone=BackboneSpec.from_dict(settings.backbone))
+        else:  # built before archives recorded their backbone: Lite0
+            model = load_deployed(afd, model_dir / settings.weights)
         labels = json.loads((model_dir / "index_to_name.json").read_text())
         restorer = tiles = restore_cost = None
         max_pixels = DEFAULT_MAX_PIXELS
@@ -94,8 +100,8 @@ class ClassifierService(Service):
         # Only the plain backbone can take a reduced decode: the drift map and the restorer both
         # need every pixel.
         full_size = self.model.afd is not None or self.restorer is not None
-        return decode_image(body, max_pixels=self.max_pixels,
-                            min_shorter_side=None if full_size else REDUCED_DECODE_SHORTER_SIDE, budget=budget)
+        reduced = None if full_size else reduced_decode_shorter_side(self.model.spec)
+        return decode_image(body, max_pixels=self.max_pixels, min_shorter_side=reduced, budget=budget)
 
     def decode(self, row, headers: dict | None = None) -> ModelInput:
         """One request's model input, within its CPU budget (this thread's time: with
@@ -106,7 +112,7 @@ class ClassifierService(Service):
         if self.decode_on_device and (afd is None or afd.config.dct_source == "file-grid"):
             on_device = decode_jpeg_on_device(body, self.device, self.max_pixels)
             if on_device is not None:
-                return prepare_on_device(on_device, with_dct=afd is not None)
+                return prepare_on_device(on_device, with_dct=afd is not None, spec=self.model.spec)
         decoded = self.read_image(body, budget)
         budget.check("decoding the image")
         if self.restorer is not None:
@@ -116,7 +122,7 @@ class ClassifierService(Service):
             decoded = dataclasses.replace(decoded, image=Image.fromarray(restored))
             budget = CpuBudget(self.decode_budget_s)  # the restorer had a budget of its own
         prepared = prepare(decoded, with_dct=afd is not None,
-                           dct_source=afd.config.dct_source if afd is not None else "file-grid")
+                           dct_source=afd.config.dct_source if afd is not None else "file-grid", spec=self.model.spec)
         budget.check("preparing the image")
         return prepared
 

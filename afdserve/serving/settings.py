@@ -35,9 +35,11 @@ DEFAULT_RESTORE_BUDGET_S = 120.0
 class ArchiveSettings:
     model: str = ""
     description: str = ""
-    # The network: weights file inside the archive; an AFD config (classifiers) or a SwinIR
-    # config, tiles and source file (restorers).
+    # The network: weights file inside the archive; the backbone's spec (models.backbones; None:
+    # EfficientNet-Lite0, as archives before it was recorded) and an AFD config (classifiers), or
+    # a SwinIR config, tiles and source file (restorers).
     weights: str = "model.pt"
+    backbone: dict | None = None
     afd: dict | None = None
     afd_release: str | None = None
     source_weights: str | None = None

@@ -3,7 +3,8 @@ teacher, so no labels are needed.
 
 Each training sample is a pair made from one clean image of the training split: a random crop
 (random area and aspect) and flip, resized so its shorter side is random in [224, 448] (or, for a
-share of pairs, straight to a 224x224 crop), then
+share of pairs, straight to a 224x224 crop; for other backbones their input size S and [S, 2S]),
+then
 
 * student: JPEG-compressed with Pillow at a random quality, then ``prepare(decode_image(...))``,
   exactly the serving path (the file's own 8x8 grid, the quality estimated from its tables);
@@ -12,6 +13,11 @@ share of pairs, straight to a 224x224 crop), then
 The loss pulls the student towards the teacher: ``kd`` (KL divergence of the output
 distributions), ``feature`` (MSE of the features right after the AFD module against the clean
 features there) or ``both``.
+
+The backbone is EfficientNet-Lite0 unless ``--backbone`` names another (``efficientnet_lite2``, or
+``timm:ARCH`` with ``--backbone-weights FILE`` for a user's own timm CNN); its spec
+(``afdserve.models.backbones``) gives the input size, resize and normalisation every image is
+prepared with, and is written into the run's record for the archive builder.
 
 ``afdserve train --steps 1800`` (or ``python -m afdserve.train.afd``) writes into ``runs/afd-<name>``:
 ``afd_module.pt`` (the AFD state dict, unfused, plain tensors), ``afd_module.json`` (the recipe and
@@ -39,14 +45,15 @@ from afdserve.data.folders import LabelledImage
 from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
 from afdserve.data.splits import SPLIT_RULE, training_set
 from afdserve.imaging.decode import decode_image
-from afdserve.imaging.preprocess import INPUT_SIZE, collate, image_tensor, prepare
+from afdserve.imaging.preprocess import collate, image_tensor, prepare
 from afdserve.models.afd import DCT_SOURCES, AFDConfig, AFDModule
-from afdserve.models.classifier import INSERTION_POINTS, Classifier, build_classifier
+from afdserve.models.backbones import (DEFAULT_BACKBONE, LITE0, BackboneSpec, add_backbone_arguments,
+                                       backbone_from_args, insertion_module)
+from afdserve.models.classifier import Classifier, build_classifier
 from afdserve.train import loop
 from afdserve.util.files import atomic_write_text
 
 LOSSES = ("kd", "feature", "both")
-TRAIN_INSERTION_POINTS = ("stem", "blocks.0", "blocks.1")  # early features: where JPEG drift lives
 WEIGHTS = "afd_module.pt"
 RECORD = "afd_module.json"
 SUMMARY = "afd_module.md"
@@ -63,12 +70,12 @@ class PairRecipe:
 
     quality_range: tuple[int, int] = (5, 50)
     quality_dist: str = "log-uniform"
-    shorter_side: tuple[int, int] = (224, 448)
+    shorter_side: tuple[int, int] = (224, 448)  # Lite0's; the command line's default is [S, 2S]
     min_crop_area: float = 0.25
     dct_source: str = "file-grid"
     high_quality_share: float = 0.2
     high_quality_range: tuple[int, int] = (75, 95)
-    # Share of pairs compressed as an exact 224x224 crop, which serving takes as it is: the
+    # Share of pairs compressed as an exact input-sized crop (224x224), which serving takes as it is: the
     # ImageNet-C protocol (crop, then JPEG), where blocks are never rescaled before the model.
     input_sized_share: float = 0.0
 
@@ -96,14 +103,15 @@ def random_crop_box(width: int, height: int, rng: np.random.Generator, min_area:
     return (0.0, 0.0, float(width), float(height))
 
 
-def make_pair(clean: Image.Image, rng: np.random.Generator, recipe: PairRecipe):
-    """(student ModelInput from the JPEG, teacher image tensor of the clean crop, JPEG quality)."""
+def make_pair(clean: Image.Image, rng: np.random.Generator, recipe: PairRecipe, spec: BackboneSpec = LITE0):
+    """(student ModelInput from the JPEG, teacher image tensor of the clean crop, JPEG quality),
+    both prepared for the backbone ``spec``."""
     box = random_crop_box(clean.width, clean.height, rng, recipe.min_crop_area)
     crop_w, crop_h = box[2] - box[0], box[3] - box[1]
     if recipe.input_sized_share > 0 and rng.random() < recipe.input_sized_share:
         side = min(crop_w, crop_h)  # a square of the crop, straight to the model's input size
         box = (box[0], box[1], box[0] + side, box[1] + side)
-        size = (INPUT_SIZE, INPUT_SIZE)
+        size = (spec.input_size, spec.input_size)
     else:
         shorter = int(rng.integers(recipe.shorter_side[0], recipe.shorter_side[1] + 1))
         scale = shorter / min(crop_w, crop_h)
@@ -113,9 +121,9 @@ def make_pair(clean: Image.Image, rng: np.random.Generator, recipe: PairRecipe):
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     quality = recipe.draw_quality(rng)
     # The serving path, byte for byte: decode, estimate quality from the tables, prepare.
-    student = prepare(decode_image(encode_jpeg(crop, quality)), dct_source=recipe.dct_source)
+    student = prepare(decode_image(encode_jpeg(crop, quality)), dct_source=recipe.dct_source, spec=spec)
     # Same size, no EXIF: image_tensor crops the clean image exactly as prepare cropped the JPEG.
-    teacher = image_tensor(crop)
+    teacher = image_tensor(crop, spec)
     return student, teacher, quality
 
 
@@ -124,11 +132,13 @@ class CompressedPairs(Dataset):
     permutation, the augmentation from its own random stream. So worker count, worker order and
     --resume never change what the model sees."""
 
-    def __init__(self, images: list[LabelledImage], recipe: PairRecipe, seed: int, samples: int):
+    def __init__(self, images: list[LabelledImage], recipe: PairRecipe, seed: int, samples: int,
+                 spec: BackboneSpec = LITE0):
         if not images:
             raise ValueError("no training images")
         self.paths = [i.path for i in images]
         self.recipe = recipe
+        self.spec = spec
         self.seed = seed
         self.samples = samples
 
@@ -141,7 +151,7 @@ class CompressedPairs(Dataset):
     def __getitem__(self, k: int):
         path = self.paths[self.image_index(k)]
         clean = decode_image(path.read_bytes()).image
-        return make_pair(clean, np.random.default_rng([self.seed, 1, k]), self.recipe)
+        return make_pair(clean, np.random.default_rng([self.seed, 1, k]), self.recipe, self.spec)
 
 
 class _FromSample(torch.utils.data.Sampler):
@@ -164,8 +174,9 @@ def collate_pairs(samples):
 class _ValImages(Dataset):
     """Validation images, re-encoded at ``quality`` (None: the file as stored), through prepare."""
 
-    def __init__(self, images: list[LabelledImage], quality: int | None, dct_source: str):
-        self.images, self.quality, self.dct_source = images, quality, dct_source
+    def __init__(self, images: list[LabelledImage], quality: int | None, dct_source: str,
+                 spec: BackboneSpec = LITE0):
+        self.images, self.quality, self.dct_source, self.spec = images, quality, dct_source, spec
 
     def __len__(self) -> int:
         return len(self.images)
@@ -173,7 +184,7 @@ class _ValImages(Dataset):
     def __getitem__(self, i: int):
         item = self.images[i]
         decoded = decode_image(jpeg_bytes(item.path, self.quality))
-        return prepare(decoded, dct_source=self.dct_source), item.label
+        return prepare(decoded, dct_source=self.dct_source, spec=self.spec), item.label
 
 
 def _collate_val(samples):
@@ -184,19 +195,44 @@ def _collate_val(samples):
 # ----------------------------------------------------------------------------- model and losses
 
 
-def insertion_channels(plain: Classifier, point: str) -> int:
-    """Channels of the backbone's features at ``point``, found by running it (stem 32, blocks.0 16,
-    blocks.1 24 for Lite0), so other backbones or points need no table."""
-    if point not in INSERTION_POINTS:
-        raise ValueError(f"insert_after must be one of {INSERTION_POINTS}")
+def insertion_geometry(plain: Classifier, point: str) -> dict:
+    """The layer the module follows, its channels and its stride (input size / feature size),
+    found by running the backbone on one input of its size (stem: 32 channels at stride 2 for
+    Lite0; blocks.0 16, blocks.1 24), so other backbones or points need no table."""
+    module = insertion_module(plain.backbone, point)  # ValueError naming the candidates
+    size = plain.spec.input_size
     with torch.no_grad():
-        return plain.features(torch.zeros(1, 3, 32, 32), stop_after=point).shape[1]
+        features = plain.features(torch.zeros(1, 3, size, size), stop_after=point)
+    return {"insert_after": point, "module": module, "channels": features.shape[1],
+            "stride": round(size / features.shape[-1], 2), "feature_size": list(features.shape[-2:])}
 
 
-def build_student_and_teacher(config_args) -> tuple[Classifier, Classifier, AFDConfig]:
+def insertion_channels(plain: Classifier, point: str) -> int:
+    """Channels of the backbone's features at ``point``."""
+    return insertion_geometry(plain, point)["channels"]
+
+
+def forward_order(plain: Classifier, points: list[str]) -> list[str]:
+    """``points`` in the order the backbone's forward pass reaches them."""
+    order, handles = [], []
+    backbone = plain.backbone
+    for point in points:
+        layer = backbone.get_submodule(insertion_module(backbone, point))
+        handles.append(layer.register_forward_hook(lambda *_, p=point: order.append(p) if p not in order else None))
+    size = plain.spec.input_size
+    try:
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, size, size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def build_student_and_teacher(config_args, backbone: BackboneSpec = LITE0) -> tuple[Classifier, Classifier, AFDConfig]:
     """The student (backbone + AFD) and the teacher (the same backbone object, no AFD): one copy
     of the frozen weights in memory."""
-    teacher = build_classifier(None, pretrained=True)
+    teacher = build_classifier(None, pretrained=True, backbone=backbone)
     config = AFDConfig(
         channels=insertion_channels(teacher, config_args.insert_after),
         width=config_args.width,
@@ -206,7 +242,7 @@ def build_student_and_teacher(config_args) -> tuple[Classifier, Classifier, AFDC
         dct_source=config_args.dct_source,
         fe_downscale=config_args.fe_downscale,
     )
-    student = Classifier(teacher.backbone, AFDModule(config))
+    student = Classifier(teacher.backbone, AFDModule(config), backbone)
     return student, teacher.eval(), config
 
 
@@ -240,7 +276,7 @@ def compute_losses(student: Classifier, teacher: Classifier, batch: dict, loss: 
         teacher_logits = teacher(clean) if loss in ("kd", "both") else None
         teacher_features = teacher.features(clean, stop_after=point) if features else None
         teacher_later = teacher.features(clean, stop_after=later) if later else None
-    later_stage = student.backbone.blocks[int(later.split(".")[1])] if later else None
+    later_stage = student.backbone.get_submodule(insertion_module(student.backbone, later)) if later else None
     with _capture_output(student.afd, {}) as captured, \
             (_capture_output(later_stage, {}) if later else contextlib.nullcontext({})) as captured_later:
         if loss == "feature":
@@ -277,7 +313,7 @@ def validate(student: Classifier, teacher: Classifier, images: list[LabelledImag
     student.eval()
 
     def logits_at(quality):
-        loader = DataLoader(_ValImages(images, quality, dct_source), batch_size=batch_size,
+        loader = DataLoader(_ValImages(images, quality, dct_source, teacher.spec), batch_size=batch_size,
                             num_workers=workers, collate_fn=_collate_val)
         plain, afd, labels = [], [], []
         for inputs, y in loader:
@@ -315,6 +351,9 @@ def validate(student: Classifier, teacher: Classifier, images: list[LabelledImag
 
 def default_name(args) -> str:
     name = f"{args.loss}-{args.insert_after}-{args.gate}-w{args.width}"
+    backbone = getattr(args, "backbone", None) or DEFAULT_BACKBONE
+    if backbone != DEFAULT_BACKBONE:  # lite2-..., timm-resnet18-...
+        name = backbone.replace("efficientnet_", "").replace(":", "-") + "-" + name
     if args.no_quality:
         name += "-noq"
     if args.dct_source != "file-grid":
@@ -335,6 +374,21 @@ class TrainResult:
     stopped: str | None = None  # "pause-at", "max-minutes" or "interrupted" when it ended early
 
 
+def resolve_backbone(args) -> BackboneSpec:
+    """The backbone the arguments name, with the arguments it decides filled in, so the record and
+    a --resume see the values used: the insertion point (the backbone's default) and the shorter
+    sides the crops are JPEG'd at ([S, 2S] for input size S: [224, 448] for Lite0)."""
+    try:
+        spec = backbone_from_args(args, insert_after=args.insert_after)
+    except (ValueError, RuntimeError) as err:
+        raise SystemExit(f"--backbone {args.backbone}: {err}") from None
+    if args.insert_after is None:
+        args.insert_after = spec.insert_after
+    if args.shorter_side is None:
+        args.shorter_side = [spec.input_size, 2 * spec.input_size]
+    return spec
+
+
 def run_training(args) -> TrainResult:
     """Train (or resume) per ``args`` (the parsed ``train`` arguments); see the module docstring."""
     with loop.torch_threads(args.threads) as threads:
@@ -343,12 +397,20 @@ def run_training(args) -> TrainResult:
 
 def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     torch.manual_seed(args.seed)
-    out_dir = Path(args.out) if args.out else Path("runs") / f"afd-{args.name or default_name(args)}"
+    backbone = resolve_backbone(args)
+    if args.out is None:
+        args.out = Path("runs") / f"afd-{args.name or default_name(args)}"
+    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if args.match_later and INSERTION_POINTS.index(args.match_later) <= INSERTION_POINTS.index(args.insert_after):
-        raise SystemExit(f"--match-later {args.match_later} must come after the module (--insert-after "
-                         f"{args.insert_after})")
+    try:
+        student, teacher, config = build_student_and_teacher(args, backbone)
+        insertion = insertion_geometry(teacher, args.insert_after)
+        if args.match_later and forward_order(teacher, [args.insert_after, args.match_later])[-1] != args.match_later:
+            raise ValueError(f"--match-later {args.match_later} must come after the module (--insert-after "
+                             f"{args.insert_after})")
+    except (ValueError, RuntimeError) as err:  # a layer it lacks; a weights package not installed
+        raise SystemExit(str(err)) from None
     train_images, val_images, sources = training_set(args.data, args.val_fraction, args.val)
     if not train_images:
         raise SystemExit(f"no training images in {args.data} with --val-fraction {args.val_fraction}")
@@ -357,7 +419,6 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
              "train": [i.path.name for i in train_images], "val": [i.path.name for i in val_images]}
     atomic_write_text(out_dir / SPLIT, json.dumps(split, indent=1))
 
-    student, teacher, config = build_student_and_teacher(args)
     student.to(device)
     params = list(student.afd.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -369,7 +430,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
                         dct_source=args.dct_source, high_quality_share=args.high_quality_share,
                         high_quality_range=tuple(args.high_quality_range),
                         input_sized_share=args.input_sized_share)
-    dataset = CompressedPairs(train_images, recipe, args.seed, args.steps * args.batch_size)
+    dataset = CompressedPairs(train_images, recipe, args.seed, args.steps * args.batch_size, backbone)
 
     def batches(start: int, stop: int):
         return DataLoader(dataset, batch_size=args.batch_size,
@@ -388,7 +449,11 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     outcome = loop.train(loop.Run(
         args, out_dir, {"afd": student.afd}, optimizer, scheduler, losses, batches, params, clip=args.clip_grad,
         # steps may change on --resume: a long run can be cut short (or lengthened) part-way.
-        resumable={"workers", "val_batch", "steps"}, checkpoint_extra={"afd_config": config.to_dict()}))
+        resumable={"workers", "val_batch", "steps"},
+        checkpoint_extra={"afd_config": config.to_dict(), "backbone": backbone.to_dict()},
+        # Runs from before --backbone trained Lite0 with its own input.
+        added_args={"backbone": DEFAULT_BACKBONE, "backbone_weights": None, "input_size": None, "resize_size": None,
+                    "mean": None, "std": None}))
     step, stopped = outcome.step, outcome.stopped
     if outcome.to_be_continued:  # to be continued with --resume: no final artefacts
         return TrainResult(out_dir, {"step": step, "out": str(out_dir)}, student, False, stopped)
@@ -406,6 +471,9 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     final = outcome.mean_recent()
     record = {
         "afd_config": config.to_dict(),
+        # The backbone trained on (with a user checkpoint's sha256): the archive builder builds it.
+        "backbone": backbone.to_dict(),
+        "insertion": insertion,
         "dct_source": config.dct_source,  # also in afd_config; serving must compute the same
         "weights": WEIGHTS,
         "weights_sha256": hashlib.sha256((out_dir / WEIGHTS).read_bytes()).hexdigest(),
@@ -443,9 +511,14 @@ def _sources(record: dict) -> list[dict]:
 
 def summary_markdown(record: dict) -> str:
     a = record["args"]
+    backbone = BackboneSpec.from_dict(record["backbone"]) if record.get("backbone") else LITE0
     lines = [
         f"# AFD module: {Path(a['out'] or '').name or 'run'}",
         "",
+        f"- backbone `{backbone.name}` ({backbone.input_size} px, shorter side {backbone.resize_shorter}, mean "
+        f"{list(backbone.mean)}, std {list(backbone.std)}), module after `{record['afd_config']['insert_after']}`"
+        + (f" ({record['insertion']['channels']} channels at stride {record['insertion']['stride']:g})"
+           if record.get("insertion") else ""),
         f"- config: `{json.dumps(record['afd_config'])}`, DCT source `{record['dct_source']}`, "
         f"{record['parameters']:,} parameters",
         f"- loss `{a['loss']}` (T={a['temperature']}, feature weight {a['feature_weight']}), "
@@ -455,7 +528,8 @@ def summary_markdown(record: dict) -> str:
         + (f"; {a['high_quality_share']:.0%} at {a['high_quality_range'][0]}-{a['high_quality_range'][1]}"
            if a.get("high_quality_share") else "")
         + f"), shorter side {a['shorter_side'][0]}-{a['shorter_side'][1]}"
-        + (f" ({a['input_sized_share']:.0%} as exact 224x224 crops)" if a.get("input_sized_share") else ""),
+        + (f" ({a['input_sized_share']:.0%} as exact {backbone.input_size}x{backbone.input_size} crops)"
+           if a.get("input_sized_share") else ""),
         "- data: " + "; ".join(f"`{s['folder']}` {s['images']} ({s['taken']})" for s in _sources(record))
         + f"; {record['split']['train_images']} train / {record['split']['val_images']} validation images "
         f"({record['split'].get('validation', 'split by name hash')}, see {SPLIT})",
@@ -466,7 +540,7 @@ def summary_markdown(record: dict) -> str:
         + ", ".join(f"{k} {v:.4f}" for k, v in record["final_losses_last_50_steps"].items()),
     ]
     if record["dct_source"] != "file-grid":
-        lines.append("- NOTE: trained on the DCT of the resized 224x224 input; serving must compute "
+        lines.append("- NOTE: trained on the DCT of the resized model input; serving must compute "
                      "the same (`prepare(..., dct_source=\"resized\")`), not the file-grid DCT.")
     if record["validation"]:
         lines += ["", "Quick validation (validation split, Pillow re-encode of the full image, then "
@@ -495,14 +569,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "learns to leave good images alone (default 0.2)")
     g.add_argument("--high-quality-range", type=int, nargs=2, default=[75, 100], metavar=("MIN", "MAX"))
     g.add_argument("--input-sized-share", type=float, default=0.3,
-                   help="share of pairs compressed as exact 224x224 crops (ImageNet-C's protocol)")
-    g.add_argument("--shorter-side", type=int, nargs=2, default=[224, 448], metavar=("MIN", "MAX"),
-                   help="the crop's shorter side before JPEG: 224 = 'JPEG at the model's size', larger "
-                        "= 'JPEG the full image, the server downscales' (default 224 448)")
+                   help="share of pairs compressed as exact input-sized crops, 224x224 for Lite0 "
+                        "(ImageNet-C's protocol)")
+    g.add_argument("--shorter-side", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="the crop's shorter side before JPEG: the input size = 'JPEG at the model's size', larger "
+                        "= 'JPEG the full image, the server downscales' (default: input size and twice it, "
+                        "224 448 for Lite0)")
     g.add_argument("--min-crop-area", type=float, default=0.25,
                    help="smallest random crop, as a fraction of the image's area (default 0.25)")
+    g = p.add_argument_group("backbone (the frozen classifier the module is trained for)")
+    add_backbone_arguments(g)
     g = p.add_argument_group("module (ablations)")
-    g.add_argument("--insert-after", choices=TRAIN_INSERTION_POINTS, default="stem")
+    # Early features: where JPEG drift lives.
+    g.add_argument("--insert-after", default=None, metavar="LAYER",
+                   help="the layer the module follows: stem, blocks.0 or blocks.1 for the Lite backbones, a module "
+                        "name of a timm:ARCH (default: the backbone's: stem for Lite, timm's first feature module)")
     g.add_argument("--gate", choices=["spatial", "global"], default="spatial")
     g.add_argument("--no-quality", action="store_true", help="do not feed the estimated JPEG quality")
     # Width 8: at 16 the module cost 345M multiply-adds (the backbone: 385M) and +47% latency;
@@ -519,8 +600,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     # feature term, an anchor to the clean features, halved kd's damage on uncompressed files.
     g.add_argument("--loss", choices=LOSSES, default="both")
     g.add_argument("--temperature", type=float, default=1.0, help="KD temperature (default 1)")
-    g.add_argument("--match-later", choices=[f"blocks.{i}" for i in range(1, 7)], default=None,
-                   help="with feature matching: also match the features after this later stage (same weight)")
+    g.add_argument("--match-later", default=None, metavar="LAYER",
+                   help="with feature matching: also match the features after this later layer, e.g. blocks.2 "
+                        "(same weight)")
     g.add_argument("--feature-weight", type=float, default=1.0,
                    help="weight of the feature MSE in --loss both (default 1)")
     g.add_argument("--steps", type=int, default=1800,
@@ -544,8 +626,6 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    if args.out is None:
-        args.out = Path("runs") / f"afd-{args.name or default_name(args)}"
     result = run_training(args)
     return 130 if result.stopped == "interrupted" else 0
 
