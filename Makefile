@@ -12,12 +12,22 @@ JAVA_MIN := 11
 
 venv: $(VENV)/.installed
 
+# The demo extra (gradio, for `afdserve demo`) goes in apart: gradio 6 declares pillow<13, and
+# constraints.txt pins pillow 13, the version every result here was measured with (the demo runs on
+# it: tests/test_e2e_demo.py). So gradio is installed without its requirements, then those, all
+# but pillow, at constraints.txt's versions.
+GRADIO_REQUIREMENTS := import importlib.metadata as m, re; print("\n".join(r for r in m.requires("gradio") \
+	if "extra ==" not in r and re.match(r"[\w.-]+", r).group().lower() != "pillow"))
+
 # The stamp is newer than setup.py and constraints.txt once they are installed: pip only runs
 # again when one of them changes (or the venv is deleted).
 $(VENV)/.installed: setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -c constraints.txt -e '.[serve,eval,test]'
+	$(BIN)/python -m pip install -c constraints.txt --no-deps gradio
+	$(BIN)/python -c '$(GRADIO_REQUIREMENTS)' > $(VENV)/gradio-requirements.txt
+	$(BIN)/python -m pip install -c constraints.txt -r $(VENV)/gradio-requirements.txt
 	touch $@
 
 # TorchServe's launcher only fails once java is already needed, with a stack trace; say it here.

@@ -14,7 +14,8 @@ setup(
     # 3.10+: the served code evaluates X | Y annotations at run time.
     python_requires=">=3.10",
     packages=find_packages(include=["afdserve", "afdserve.*"]),
-    package_data={"afdserve": ["data/*.json", "weights/*.pt", "weights/*.json", "weights/*.md"]},
+    package_data={"afdserve": ["data/*.json", "weights/*.pt", "weights/*.json", "weights/*.md",
+                               "demo/samples/*.jpg", "demo/samples/*.md"]},
     install_requires=[
         "torch>=2.1",
         "timm>=0.9.2",
@@ -33,7 +34,12 @@ setup(
         # psutil: `afdserve serve/stop` find and end the server's processes (afdserve.ops.server).
         "serve": ["torchserve>=0.11,<0.13", "torch-model-archiver>=0.11,<0.13", "psutil>=5.8"],
         "eval": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21"],
+        # `afdserve demo` (afdserve.demo.app), a web page over the inference API; gradio 6's API.
+        # gradio declares pillow<13: constraints.txt pins pillow 13, so the Makefile installs it
+        # without its requirement check (see there).
+        "demo": ["gradio>=6,<7"],
+        # playwright drives a system Chromium in tests/test_e2e_demo.py (no browser download).
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-image>=0.21", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["afdserve=afdserve.cli:main"]},
 )

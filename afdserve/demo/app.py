@@ -108,7 +108,7 @@ def build_page(comparer: Comparer, quality: int = DEFAULT_QUALITY):
                 if photos:
                     gr.Examples([[str(p)] for p in photos], inputs=[photo], label="Samples")
                 chosen_quality = gr.Slider(1, 100, value=quality, step=1, label="JPEG quality",
-                                           info=f"1 = worst; photos over {MAX_SIDE} px are shrunk first",
+                                           info=f"1 = worst; photos over {comparer.max_side} px are shrunk first",
                                            elem_id="quality")
                 restore_wanted = gr.Checkbox(
                     False, label=f"Also show {comparer.restorer}'s output (a few seconds per photo on a CPU)",
@@ -173,10 +173,12 @@ def _cmd_demo(args) -> int:
         url, note = args.url, None
     else:
         url, note = inference_url(args.config)
-    client = TorchServeClient(url, key_file=args.key_file, timeout=args.timeout)
-    comparer = Comparer(client, classifiers=(args.baseline, args.afd), restorer=args.restorer)
+    key_file = Path(args.key_file).resolve()  # the page names it in full when it is wrong
+    client = TorchServeClient(url, key_file=key_file, timeout=args.timeout)
+    comparer = Comparer(client, classifiers=(args.baseline, args.afd), restorer=args.restorer,
+                        max_side=args.max_side)
     page = build_page(comparer, quality=args.quality)
-    print(f"TorchServe inference API: {url}  key file: {Path(args.key_file).resolve()}"
+    print(f"TorchServe inference API: {url}  key file: {key_file}"
           + (f"  {note}" if note else ""))
     print(f"The demo page: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
     launch(page, args.host, args.port)
@@ -203,5 +205,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--afd", default=AFD, help="NAME or NAME/VERSION (default: %(default)s)")
     p.add_argument("--restorer", default=RESTORER, help="NAME or NAME/VERSION (default: %(default)s)")
     p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="initial JPEG quality (default: %(default)s)")
+    p.add_argument("--max-side", type=int, default=MAX_SIDE,
+                   help="photos are shrunk to this longer side before compression (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=120, help="seconds to wait for one answer (default: %(default)s)")
     p.set_defaults(func=_cmd_demo)

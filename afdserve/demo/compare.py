@@ -10,7 +10,6 @@ quality the server read and the latencies measured here into words and numbers f
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,8 +213,3 @@ def jpeg_size_text(jpeg: bytes) -> str:
     kib = len(jpeg) / 1024
     return f"{kib:.1f} KiB" if kib < 1000 else f"{kib / 1024:.2f} MiB"
 
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
