@@ -1,4 +1,5 @@
 # make serve   build what is missing and start TorchServe in the background (make stop ends it)
+# make demo    `make serve`, then a web page comparing the baseline and AFD on your photos (docs/demo.md)
 # make test    run the test suite (starts and stops its own servers on free ports)
 # Needs only python3 (3.10+) and Java 11+; everything else goes into .venv.
 
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 # Java 11 is the oldest TorchServe 0.12's frontend runs on.
 JAVA_MIN := 11
 
-.PHONY: venv java-check build serve stop test clean
+.PHONY: venv java-check build serve demo stop test clean
 
 venv: $(VENV)/.installed
 
@@ -54,6 +55,10 @@ build: venv
 # java-check before build: no point building archives for a server that cannot start.
 serve: venv java-check build
 	$(BIN)/afdserve serve
+
+# The page on http://127.0.0.1:7860 asks the server `make serve` started (afdserve demo --help).
+demo: serve
+	$(BIN)/afdserve demo
 
 stop:
 	@if [ -x $(BIN)/afdserve ]; then $(BIN)/afdserve stop; else echo "no $(VENV): nothing was started"; fi

@@ -3,8 +3,8 @@
 The demo's logic (afdserve.demo.compare) is checked against the served models; the command
 itself runs as a process on a free port and headless Chromium (Debian's, driven by Playwright)
 opens the page. The demo starts before TorchServe does, as it may for a user: the page must say
-that no server answers; once the server is up, the same page compares both models on an
-uploaded photo at the quality the slider is dragged to, and shows the restorer's output.
+that no server answers; once the server is up, the same page shows the restorer's output and
+compares both models on an uploaded photo at the quality the slider is dragged to.
 
 Chromium: /usr/bin/chromium (apt-get install chromium), or $AFDSERVE_CHROMIUM. Without it the
 browser tests are skipped, unless AFDSERVE_REQUIRE_BROWSER=1 (CI sets it): then they fail.
@@ -42,7 +42,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MODELS = {"lite0_baseline": "lite0_baseline.1.0.mar", "afd_classifier": "afd_classifier.1.0.mar",
           "swinir_restorer": f"swinir_restorer.{RESTORERS['swinir_restorer'].version}.mar"}
-MAX_SIDE = 320  # keeps the released restorer to a second or two on a CPU
+MAX_SIDE = 320  # the logic tests shrink photos to this (the page keeps the default, 1024)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ class DemoProcess:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "afdserve.cli", "demo", "--port", str(self.port), "--url", url,
-                 "--key-file", str(key_file), "--max-side", str(MAX_SIDE)],
+                 "--key-file", str(key_file)],
                 cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -191,10 +191,21 @@ def test_the_page_compares_both_models_on_an_uploaded_photo(browser, demo, serve
     details.get_by_text("The server read: quality 10").wait_for(timeout=60_000)
     assert not page.locator("#problem").is_visible()
 
+    restore = page.locator("#restore input[type=checkbox]")
+    restore.check()
+    page.locator("#restored").get_by_text("Restored by swinir_restorer in").wait_for(timeout=60_000)
+    page.locator("#restored img").wait_for(timeout=30_000)
+    screenshot = os.environ.get("AFDSERVE_SCREENSHOT")
+    if screenshot:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=screenshot, full_page=True)
+    restore.uncheck()
+    page.locator("#restored").wait_for(state="hidden", timeout=30_000)
+
     photo = tmp_path / "cat.png"
     Image.fromarray(data.chelsea()).save(photo)
     page.locator("#photo input[type=file]").set_input_files(photo)
-    details.get_by_text("from 451×300 px").wait_for(timeout=60_000)  # shrunk to MAX_SIDE
+    details.get_by_text("Sent: 451×300 px JPEG at quality 10,").wait_for(timeout=60_000)
 
     # Drag the slider as a person would, from 10 to about 35.
     track = page.locator("#quality input[type=range]")
@@ -215,15 +226,6 @@ def test_the_page_compares_both_models_on_an_uploaded_photo(browser, demo, serve
         heading = page.locator(f"#{elem_id} [data-testid='block-label']").inner_text()
         assert heading.startswith(f"{model} 1.0 · ") and heading.endswith(" ms"), heading
     assert any("cat" in row for row in _top5_rows(page, "afd")), _top5_rows(page, "afd")
-
-    page.locator("#restore input[type=checkbox]").check()
-    page.locator("#restored").get_by_text("Restored by swinir_restorer in").wait_for(timeout=60_000)
-    page.locator("#restored img").wait_for(timeout=30_000)
-
-    screenshot = os.environ.get("AFDSERVE_SCREENSHOT")
-    if screenshot:
-        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=screenshot, full_page=True)
     # Everything the page loaded came from the demo itself: no CDN, no fonts, no analytics.
     assert hosts == {f"127.0.0.1:{demo.port}"}, hosts
     page.close()

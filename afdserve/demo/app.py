@@ -83,8 +83,9 @@ def build_page(comparer: Comparer, quality: int = DEFAULT_QUALITY):
         compressed = gr.Image(value=comparison.compressed,
                               label=f"Sent to the server: JPEG quality {comparison.quality}")
         restoring = restore_wanted and comparison.problem is None
-        restored = (gr.Image(value=None, visible=True, label=f"{comparer.restorer}: restoring (seconds on a CPU)…")
-                    if restoring else restored_hidden)
+        restored = restored_hidden
+        if restoring:
+            restored = gr.Image(value=None, visible=True, label=f"{comparer.restorer}: restoring (seconds on a CPU)…")
         yield banner(comparison.problem), compressed, restored, *labels, details(comparison)
         if not restoring:
             return
@@ -110,9 +111,10 @@ def build_page(comparer: Comparer, quality: int = DEFAULT_QUALITY):
                 chosen_quality = gr.Slider(1, 100, value=quality, step=1, label="JPEG quality",
                                            info=f"1 = worst; photos over {comparer.max_side} px are shrunk first",
                                            elem_id="quality")
+                # Measured with the released restorer on this project's 2-core machines.
                 restore_wanted = gr.Checkbox(
-                    False, label=f"Also show {comparer.restorer}'s output (a few seconds per photo on a CPU)",
-                    elem_id="restore")
+                    False, elem_id="restore",
+                    label=f"Also show {comparer.restorer}'s output (slow: 5-15 s for a 640×427 photo on 2 CPU cores)")
                 again = gr.Button("Run again", elem_id="run")
             with gr.Column(scale=3, min_width=400):
                 with gr.Row(equal_height=True):
