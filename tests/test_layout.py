@@ -26,13 +26,15 @@ ALLOWED = {
     "ops": {"packaging", "evaluation", "util"},
     "train": {"data", "imaging", "models", "serving", "evaluation", "util"},
     "experiments": {"data", "evaluation", "imaging", "ops", "packaging", "serving"},
+    "demo": {"data", "imaging", "ops"},  # a client of the inference API: no models, no serving code
     "cli": set(),  # every command's module is imported by name, when it runs
 }
 # Packages whose import must not load torch (checked in a subprocess below), and the modules of
 # the others a torch-free command imports.
 TORCH_FREE = ["afdserve.cli", "afdserve.ops.server", "afdserve.ops.management", "afdserve.ops.client",
               "afdserve.evaluation.gate", "afdserve.packaging.manifest", "afdserve.serving.settings",
-              "afdserve.data.folders", "afdserve.data.jpeg", "afdserve.data.splits", "afdserve.util.files"]
+              "afdserve.data.folders", "afdserve.data.jpeg", "afdserve.data.splits", "afdserve.util.files",
+              "afdserve.demo.compare", "afdserve.demo.app"]
 
 
 def module_name(path: Path) -> str:
@@ -168,7 +170,8 @@ def loads_torch(code: str) -> bool:
     return out.stdout.strip().splitlines()[-1] == "True"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ab", "--help"], ["promote", "--help"], ["serve", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ab", "--help"], ["promote", "--help"], ["serve", "--help"],
+                                  ["demo", "--help"]])
 def test_command_line_help_does_not_load_torch(argv):
     code = f"from afdserve.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     assert not loads_torch(code)

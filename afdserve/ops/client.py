@@ -3,6 +3,8 @@
   TorchServeClient  PUT {base_url}/predictions/{model}/{version} with the image bytes and the
                     inference key from TorchServe's key_file.json; re-reads the key once when
                     the server says the token failed (keys rotate), never raises for HTTP errors.
+                    ``predict`` for classifiers (JSON answers), ``restore`` for the restorer
+                    (image answers).
   TrafficSplit      deterministic assignment of a caller's key (user id, image id, ...) to
                     version A or B, the same across processes and restarts; optional shadowing of
                     A's traffic to B.
@@ -77,10 +79,16 @@ class Outcome:
     latency_s: float
     error: str | None = None
     shadow: bool = False  # a copy sent to B for comparison; never handed back to the caller
+    content: bytes | None = None  # the answer's image file (``TorchServeClient.restore`` only)
 
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    @property
+    def key_refused(self) -> bool:
+        """TorchServe refused the inference key (wrong, expired or none sent)."""
+        return _says_token_failed(self.status, self.error or "")
 
     @property
     def top1(self) -> int | None:
@@ -91,13 +99,17 @@ class Outcome:
             return None
 
 
-def _token_failure(response: requests.Response) -> bool:
+def _says_token_failed(status: int, text: str) -> bool:
     # TorchServe answers a missing/expired/wrong key with 400 (not 401) and
     # {"type": "InvalidKeyException", "message": "Token Authorization failed. ..."}.
-    if response.status_code != 400:
+    if status != 400:
         return False
-    text = response.text.lower()
+    text = text.lower()
     return "token" in text or "unauthorized" in text
+
+
+def _token_failure(response: requests.Response) -> bool:
+    return _says_token_failed(response.status_code, response.text)
 
 
 class TorchServeClient:
@@ -154,6 +166,15 @@ class TorchServeClient:
         back as the Outcome's status and error text, no HTTP answer at all (failed connection,
         timeout, unreadable key file) as status 0. ``latency_s`` covers the whole call, a key
         re-read and retry included, as the caller waits for both."""
+        return self._call(target, image_bytes, headers, image_answer=False)
+
+    def restore(self, target: Target, image_bytes: bytes, headers: dict | None = None) -> Outcome:
+        """Restore one image with a restorer ``target``, like ``predict`` otherwise: the restored
+        file (PNG, or JPEG with ``{"X-Output-Format": "jpeg"}``) is the Outcome's ``content``;
+        ``json`` stays None unless an error came back as JSON."""
+        return self._call(target, image_bytes, headers, image_answer=True)
+
+    def _call(self, target: Target, image_bytes: bytes, headers: dict | None, image_answer: bool) -> Outcome:
         start = time.perf_counter()
         try:
             response = self._put(target, image_bytes, headers)
@@ -163,6 +184,10 @@ class TorchServeClient:
         except (requests.RequestException, OSError, KeyFileError) as err:
             return Outcome(target, 0, None, time.perf_counter() - start, f"{type(err).__name__}: {err}")
         latency = time.perf_counter() - start
+        if image_answer and response.status_code == 200:
+            if not response.headers.get("content-type", "").startswith("image/"):
+                return Outcome(target, 200, None, latency, "answer is not an image")
+            return Outcome(target, 200, None, latency, content=response.content)
         try:
             body = response.json()
         except ValueError:
