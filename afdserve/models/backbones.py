@@ -202,6 +202,7 @@ def fit_state_dict(model: nn.Module, state: dict, what: str, shown: int = 8) -> 
 
 
 def sha256_of(path: Path) -> str:
+    # The same as packaging.manifest.sha256_file: models/ ships in archives, packaging/ does not.
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
