@@ -46,8 +46,8 @@ def _gradio():
     try:
         import gradio
     except ImportError as err:
-        raise SystemExit("afdserve demo needs gradio: pip install -e '.[demo]' (make venv installs it); "
-                         f"({err})") from err
+        raise SystemExit("afdserve demo needs gradio: `make venv` installs it beside Pillow 13 (a plain "
+                         f"pip install -e '.[demo]' downgrades Pillow: gradio declares pillow<13) ({err})") from err
     return gradio
 
 
