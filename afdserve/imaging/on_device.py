@@ -27,7 +27,7 @@ from afdserve.imaging.decode import (
     read_header,
 )
 from afdserve.imaging.preprocess import (LITE0_INPUT, InputGeometry, ModelInput, dct_region, dct_size,
-                                         resize_geometry)
+                                         resize_geometry, scale_and_offset)
 
 __all__ = ["DeviceImage", "decode_jpeg_on_device", "prepare_on_device"]
 
@@ -96,12 +96,8 @@ def prepare_on_device(image: DeviceImage, with_dct: bool = True, spec: InputGeom
         # Antialiased bilinear on uint8, rounded to uint8 as Pillow's resize is.
         resized = resize(pixels, [resized_h, resized_w], antialias=True)
         crop = resized[:, top:top + size, left:left + size]
-    if tuple(spec.mean) == (0.5, 0.5, 0.5) and tuple(spec.std) == (0.5, 0.5, 0.5):
-        model_image = crop.float() / 127.5 - 1.0
-    else:
-        scale = torch.tensor([255.0 * s for s in spec.std], device=crop.device).view(3, 1, 1)
-        offset = torch.tensor([m / s for m, s in zip(spec.mean, spec.std)], device=crop.device).view(3, 1, 1)
-        model_image = crop.float() / scale - offset
+    scale, offset = (torch.tensor(v, device=crop.device).view(3, 1, 1) for v in scale_and_offset(spec))
+    model_image = crop.float() / scale - offset
     dct = None
     if with_dct:
         (left, top, right, bottom), offset = dct_region(width, height, image.grid_offset, spec)

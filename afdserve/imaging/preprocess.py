@@ -105,20 +105,20 @@ def input_crop(image: Image.Image, box: tuple[float, float, float, float] | None
     return image.resize((spec.input_size, spec.input_size), Image.Resampling.BILINEAR, box=box)
 
 
-def _scale_and_offset(spec: InputGeometry):
-    # (pixel / 255 - mean) / std as pixel / (255 std) - mean / std: for Lite0's 0.5 and 0.5 that
-    # is pixel / 127.5 - 1 exactly, as this path always computed it. One value where the channels
-    # agree (a scalar op), else one per channel.
-    scale = [255.0 * s for s in spec.std]
-    offset = [m / s for m, s in zip(spec.mean, spec.std)]
-    if len(set(scale)) == 1 and len(set(offset)) == 1:
-        return np.float32(scale[0]), np.float32(offset[0])
-    return np.array(scale, dtype=np.float32), np.array(offset, dtype=np.float32)
+def scale_and_offset(spec: InputGeometry = LITE0_INPUT) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per channel, (pixel / 255 - mean) / std written as pixel / scale - offset. For Lite0's 0.5
+    and 0.5 that is pixel / 127.5 - 1, exactly the arithmetic this path has always done, so every
+    normalisation below is one formula for every backbone."""
+    return tuple(255.0 * s for s in spec.std), tuple(m / s for m, s in zip(spec.mean, spec.std))
+
+
+def _channels(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(3, 1, 1)
 
 
 def normalise(pixels: np.ndarray, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 normalised as the spec says."""
-    scale, offset = _scale_and_offset(spec)
+    scale, offset = (np.array(v, dtype=np.float32) for v in scale_and_offset(spec))
     # Scaled in numpy: torch would spread these 150K-element ops over its threads, whose
     # spin-waits then cost more CPU than the arithmetic. The (3, H, W) view is channels-last.
     return torch.from_numpy(np.asarray(pixels, dtype=np.float32) / scale - offset).permute(2, 0, 1)
@@ -133,20 +133,15 @@ def model_range(image: torch.Tensor, spec: InputGeometry = LITE0_INPUT) -> torch
     """(..., 3, H, W) float image in [0, 1] (a restorer's) -> the model's input scaling ([-1, 1]
     for Lite0): what ``image_tensor`` gives for the same pixels times 255. Differentiable, so a
     restorer can be trained through the classifier."""
-    if tuple(spec.mean) == (0.5, 0.5, 0.5) and tuple(spec.std) == (0.5, 0.5, 0.5):
-        return image * 2.0 - 1.0
-    mean = torch.tensor(spec.mean, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    return (image - mean) / std
+    scale, offset = scale_and_offset(spec)
+    return image * _channels([255.0 / s for s in scale], image) - _channels(offset, image)
 
 
 def pixel_range(image: torch.Tensor, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:
     """The inverse of the normalisation: (..., 3, H, W) model input -> pixel values in [0, 255]."""
-    if tuple(spec.mean) == (0.5, 0.5, 0.5) and tuple(spec.std) == (0.5, 0.5, 0.5):
-        return (image.float() + 1.0) * 127.5  # as the resized drift map always computed it
-    mean = torch.tensor(spec.mean, dtype=torch.float32, device=image.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32, device=image.device).view(3, 1, 1)
-    return (image.float() * std + mean) * 255.0
+    image = image.float()
+    scale, offset = scale_and_offset(spec)
+    return (image + _channels(offset, image)) * _channels(scale, image)
 
 
 def dct_tensor(decoded: DecodedImage, spec: InputGeometry = LITE0_INPUT) -> torch.Tensor:

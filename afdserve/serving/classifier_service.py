@@ -20,7 +20,7 @@ from afdserve.imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_ima
 from afdserve.imaging.on_device import decode_jpeg_on_device, prepare_on_device
 from afdserve.imaging.preprocess import ModelInput, collate, prepare, reduced_decode_shorter_side
 from afdserve.models.afd import AFDConfig
-from afdserve.models.backbones import BackboneSpec
+from afdserve.models.backbones import LITE0, BackboneSpec
 from afdserve.models.classifier import Classifier, load_deployed
 from afdserve.serving.precision import torch_dtype
 from afdserve.serving.requests import Reply, request_bytes
@@ -76,10 +76,9 @@ class ClassifierService(Service):
         model_dir = Path(model_dir)
         settings = ArchiveSettings.coerce(settings)
         afd = AFDConfig.from_dict(settings.afd) if settings.afd else None
-        if settings.backbone:
-            model = load_deployed(afd, model_dir / settings.weights, backbone=BackboneSpec.from_dict(settings.backbone))
-        else:  # built before archives recorded their backbone: Lite0
-            model = load_deployed(afd, model_dir / settings.weights)
+        # Archives built before they recorded their backbone hold Lite0.
+        backbone = BackboneSpec.from_dict(settings.backbone) if settings.backbone else LITE0
+        model = load_deployed(afd, model_dir / settings.weights, backbone=backbone)
         labels = json.loads((model_dir / "index_to_name.json").read_text())
         restorer = tiles = restore_cost = None
         max_pixels = DEFAULT_MAX_PIXELS
