@@ -139,7 +139,7 @@ def test_gpu_decode_is_used_only_on_gpu_workers_that_ask_for_it(monkeypatch, dev
     import afdserve.serving.classifier_service as cs
 
     # Loading the weights is not what is tested here, nor is a GPU needed to choose the path.
-    monkeypatch.setattr(cs, "load_deployed", lambda afd, path: build_classifier(None, pretrained=False, deploy=True))
+    monkeypatch.setattr(cs, "load_deployed", lambda afd, path, backbone=None: build_classifier(None, pretrained=False, deploy=True))
     monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
     from afdserve.packaging.archive import PACKAGE_DIR
 
