@@ -28,7 +28,8 @@ def test_frontend_keys_and_worker_settings():
 
 @pytest.mark.parametrize("bad", [{"cpu_precision": "int8"}, {"workers": 0}, {"batch_size": 0},
                                  {"max_batch_delay_ms": -1}, {"threads": 0}, {"prepare_threads": 0},
-                                 {"decode_budget_s": 0}, {"restore_budget_s": -1}])
+                                 {"decode_budget_s": 0}, {"restore_budget_s": -1},
+                                 {"restorer_cpu_precision": "int8"}])
 def test_bad_settings_are_refused_at_build_time(bad):
     with pytest.raises(ValueError):
         ServingConfig(**bad)
@@ -164,5 +165,41 @@ def test_auto_is_a_cpu_setting_only_and_the_restorers_default():
     with pytest.raises(ValueError):
         ServingConfig(gpu_precision="auto")
     assert RESTORERS["swinir_restorer"].serving.cpu_precision == "auto"
-    # In restore-then-classify the precision is the classifier's, whose top-1 moves in bfloat16.
+    # In restore-then-classify the classifier, whose top-1 moves in bfloat16, keeps float32; its
+    # restorer has a precision of its own, the restorer archive's.
     assert CLASSIFIERS["restore_classify"].serving.cpu_precision == "float32"
+    assert CLASSIFIERS["restore_classify"].serving.restorer_cpu_precision == "auto"
+
+
+def test_restore_then_classify_restores_and_classifies_each_in_its_own_precision():
+    from afdserve.models.swinir import SwinIR, SwinIRConfig
+
+    torch.manual_seed(0)
+    tiny = SwinIRConfig(embed_dim=16, depths=(1,), num_heads=(2,), window_size=8, img_size=16)
+    labels = {str(i): [f"n{i:08d}", f"class {i}"] for i in range(1000)}
+    service = ClassifierService(fuse_for_deployment(build_classifier(None, pretrained=True)), labels,
+                                "restore_classify", "0.1", restorer=SwinIR(tiny), restorer_precision="bfloat16")
+    assert next(service.restorer.parameters()).dtype == torch.bfloat16
+    assert next(service.model.parameters()).dtype == torch.float32
+    body = encode(Image.fromarray(data.chelsea()).resize((96, 64)), quality=20)
+    [reply] = service.handle([body])
+    assert reply.status == 200
+
+
+def test_restore_classify_archives_carry_the_restorers_precision(tmp_path, capsys):
+    import zipfile
+
+    import yaml
+
+    from afdserve.cli import main
+
+    assert main(["build", "--models", "restore_classify", "--version", "0.1", "--model-store", str(tmp_path),
+                 "--restorer-cpu-precision", "float32"]) == 0
+    with zipfile.ZipFile(tmp_path / "restore_classify.0.1.mar") as z:
+        config = yaml.safe_load(z.read("model-config.yaml"))["afdserve"]
+    assert config["precision"]["cpu"] == "float32"
+    assert config["restorer"]["precision"] == {"cpu": "float32", "cuda": "float32"}
+    # Elsewhere the flag would do nothing: refused.
+    assert main(["build", "--models", "swinir_restorer", "--version", "0.1", "--model-store", str(tmp_path),
+                 "--restorer-cpu-precision", "auto"]) == 2
+    assert "only restore-then-classify archives" in capsys.readouterr().err

@@ -54,6 +54,15 @@ def test_sample_is_the_classifier_crop_compressed():
     assert torch.allclose(model_range(served), image_tensor(im), atol=1e-6)
 
 
+def test_a_share_of_samples_is_nearly_clean_only_when_asked():
+    im, rng = photo("chelsea"), np.random.default_rng(0)
+    good = {make_task_sample(im, rng, TaskRecipe(high_quality_share=1.0))[2] for _ in range(4)}
+    assert all(75 <= q <= 95 for q in good)
+    # Share 0 (the default) draws nothing extra: runs from before the option see the same samples.
+    first = make_task_sample(im, np.random.default_rng(3), TaskRecipe())
+    assert first[2] == make_task_sample(im, np.random.default_rng(3), TaskRecipe(high_quality_share=0.0))[2]
+
+
 def test_batches_are_a_function_of_seed_and_step():
     images, labels = [photo("coffee"), photo("chelsea")], [5, None]
     a = TaskSampler(images, labels, TaskRecipe(), seed=1, batch_size=2, steps=3)

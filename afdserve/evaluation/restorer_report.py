@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from afdserve.evaluation.afd_report import PROTOCOLS, bootstrap_share, deployed_pair, load_run, pct, protocol_bytes
+from afdserve.evaluation.afd_report import (PROTOCOLS, bootstrap_share, deployed_pair, evaluation_images, load_run, pct,
+                                            protocol_bytes)
 from afdserve.data.folders import DEFAULT_DATA_DIR, load_labelled_folder
 from afdserve.data.jpeg import jpeg_roundtrip, parse_qualities
 from afdserve.imaging.decode import decode_image
@@ -115,8 +116,8 @@ def classify_hits(models: dict, restorer, tiles: TileSpec, images, protocol: str
 def evaluate_classification(restorer, tiles, afd_release: Path, data: Path, qualities, protocols,
                             limit: int, resamples: int) -> dict:
     run = load_run(afd_release)
-    by_name = {i.path.name: i for i in load_labelled_folder(data)}
-    images = [by_name[n] for n in run.val_files if n in by_name][: limit or None]
+    # The AFD module's validation photos, or all of a folder it never saw (imagenet-val-1000).
+    images = evaluation_images(run, {i.path.name: i for i in load_labelled_folder(data)}, data)[: limit or None]
     plain, afd = deployed_pair(run)
     models = {"plain": plain.eval(), "afd": afd.eval()}
     rows = []
@@ -127,7 +128,9 @@ def evaluate_classification(restorer, tiles, afd_release: Path, data: Path, qual
                 models, restorer, tiles, images, protocol, quality, run.config.dct_source)
             row = {"protocol": protocol, "quality": "clean" if quality is None else quality,
                    "images": len(images), "restore_seconds_per_image": sec,
-                   **{f"{k}_top1": float(v.mean()) for k, v in hits.items()}}
+                   **{f"{k}_top1": float(v.mean()) for k, v in hits.items()},
+                   # Per image, in the order of "files": paired comparisons across restorers' reports.
+                   "hits": {k: "".join(str(int(h)) for h in v) for k, v in hits.items()}}
             if quality is not None:
                 for name in ("afd", "restored"):
                     share, lo, hi = bootstrap_share(clean["plain"], hits["plain"], hits[name], resamples)
@@ -135,8 +138,8 @@ def evaluate_classification(restorer, tiles, afd_release: Path, data: Path, qual
             rows.append(row)
             print(f"{protocol} {row['quality']}: plain {pct(row['plain_top1'])} AFD {pct(row['afd_top1'])} "
                   f"restore+plain {pct(row['restored_top1'])} ({sec:.2f} s/img restoring)", flush=True)
-    return {"afd_release": run.name, "images": len(images), "protocols": {p: PROTOCOLS[p] for p in protocols},
-            "rows": rows}
+    return {"afd_release": run.name, "data": str(data), "images": len(images),
+            "files": [i.path.name for i in images], "protocols": {p: PROTOCOLS[p] for p in protocols}, "rows": rows}
 
 
 # ----------------------------------------------------------------------------- report

@@ -57,10 +57,14 @@ class ServingConfig:
     # where a restorer runs, its restoring (None: no restorer). Past either: a 413 for that request.
     decode_budget_s: float = DEFAULT_DECODE_BUDGET_S
     restore_budget_s: float | None = None
+    # Restore-then-classify: the restorer's precision on CPU workers, apart from the classifier's
+    # (None: no restorer; on GPU workers it runs in float32).
+    restorer_cpu_precision: str | None = None
     reason: str = ""  # why these values: measured figures, kept in the archive beside them
 
     def __post_init__(self):
-        for precision, allowed in ((self.cpu_precision, CPU_PRECISIONS), (self.gpu_precision, PRECISIONS)):
+        for precision, allowed in ((self.cpu_precision, CPU_PRECISIONS), (self.gpu_precision, PRECISIONS),
+                                   (self.restorer_cpu_precision or "float32", CPU_PRECISIONS)):
             if precision not in allowed:
                 raise ValueError(f"precision must be one of {sorted(allowed)}, not {precision!r}")
         threads_bad = (self.threads is not None and self.threads < 1) or self.prepare_threads < 1
@@ -97,11 +101,12 @@ RESTORER_SERVING = ServingConfig(
     restore_budget_s=DEFAULT_RESTORE_BUDGET_S,
     reason="an image is 10-1000x a classification: small batches, a timeout for the largest image; bfloat16 "
            "where the CPU has it in hardware: half the time for 0.004 dB")
-# Restore-then-classify: the precision applies to the classifier (its restorer stays in float32),
-# whose top-1 moves by up to 0.7 points in bfloat16, so float32.
+# Restore-then-classify: the classifier in float32 (its top-1 moves by up to 0.7 points in
+# bfloat16), the restorer as the restorer archive's, bfloat16 where the CPU has it.
 RESTORE_CLASSIFY_SERVING = dataclasses.replace(
-    RESTORER_SERVING, cpu_precision="float32",
-    reason="an image is 10-1000x a classification: small batches, a timeout for the largest image")
+    RESTORER_SERVING, cpu_precision="float32", restorer_cpu_precision="auto",
+    reason="an image is 10-1000x a classification: small batches, a timeout for the largest image; the "
+           "classifier in float32, the restorer in bfloat16 where the CPU has it in hardware")
 
 
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
@@ -367,6 +372,8 @@ def build_classifier_archive(spec: ClassifierArchive, model_store: Path) -> Path
             afd_release=None if spec.afd_release is None else str(spec.afd_release))
         if spec.restorer_release is not None:
             state, restorer = restorer_settings(release_files(spec.restorer_release)[0], "restorer.pt")
+            restorer = dataclasses.replace(restorer, precision={
+                "cpu": spec.serving.restorer_cpu_precision or "float32", "cuda": "float32"})
             settings = dataclasses.replace(settings, restorer=restorer, restorer_release=str(spec.restorer_release))
             torch.save(state, staging / "extras" / "restorer.pt")
         return _archive(spec.name, spec.version, spec.handler, staging, spec.serving, settings,
@@ -425,7 +432,7 @@ def variant(name: str, version: str | None = None, weights: str | Path | None = 
 
 # ServingConfig fields `afdserve build` takes as --flags (dashes for underscores).
 SERVING_FLAGS = ("workers", "threads", "prepare_threads", "batch_size", "max_batch_delay_ms", "cpu_precision",
-                 "gpu_precision", "gpu_decode", "decode_budget_s", "restore_budget_s")
+                 "gpu_precision", "gpu_decode", "decode_budget_s", "restore_budget_s", "restorer_cpu_precision")
 # Of those, the ones only ClassifierService reads: on a restorer archive they would do nothing.
 CLASSIFIER_ONLY_FLAGS = {"prepare_threads", "gpu_decode"}
 
@@ -442,6 +449,9 @@ def with_serving(spec, **overrides):
                          "decodes with Pillow, one image at a time)")
     if "restore_budget_s" in changes and spec.serving.restore_budget_s is None:
         raise ValueError("--restore-budget-s: only archives with a restorer (swinir_restorer, restore_classify)")
+    if "restorer_cpu_precision" in changes and spec.serving.restorer_cpu_precision is None:
+        raise ValueError("--restorer-cpu-precision: only restore-then-classify archives (restore_classify); "
+                         "a restorer archive's precision is --cpu-precision")
     reason = "set at build time: " + ", ".join(f"{k}={v}" for k, v in changes.items())
     return dataclasses.replace(spec, serving=dataclasses.replace(spec.serving, reason=reason, **changes))
 
@@ -571,6 +581,9 @@ def add_commands(subparsers) -> None:
     serving.add_argument("--cpu-precision", choices=sorted(CPU_PRECISIONS),
                          help="model precision on CPU workers (auto: bfloat16 where the CPU has it in hardware)")
     serving.add_argument("--gpu-precision", choices=sorted(PRECISIONS), help="model precision on GPU workers")
+    serving.add_argument("--restorer-cpu-precision", choices=sorted(CPU_PRECISIONS),
+                         help="restore_classify: its restorer's precision on CPU workers, apart from the "
+                              "classifier's --cpu-precision (default auto)")
     serving.add_argument("--gpu-decode", action=argparse.BooleanOptionalAction, default=None,
                          help="GPU workers decode JPEGs and prepare them on the GPU (nvJPEG) instead of "
                               "with Pillow on the CPU; not yet measured on a GPU, so off by default")

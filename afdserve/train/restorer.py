@@ -164,7 +164,8 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
         raise SystemExit("--task-loss kl+ce needs a labelled training folder (labels.csv); kl needs none")
     classifier = frozen_classifier(device) if task.enabled else None
     if task.enabled:
-        recipe = TaskRecipe(quality_range=tuple(args.quality_range))
+        recipe = TaskRecipe(quality_range=tuple(args.quality_range), high_quality_share=args.high_quality_share,
+                            high_quality_range=tuple(args.high_quality_range))
         sampler = TaskSampler(*labelled_images(train_items), recipe, args.seed, args.batch_size, args.steps)
     else:
         recipe = PatchRecipe(patch=args.patch, quality_range=tuple(args.quality_range),
@@ -252,6 +253,8 @@ def summary_markdown(record: dict) -> str:
     c, r, task = record["swinir_config"], record["recipe"], record.get("task_loss")
     a = record["args"]
     quality = f"JPEG quality {r['quality_range'][0]}-{r['quality_range'][1]} (blind)"
+    if r.get("high_quality_share"):
+        quality += f", {r['high_quality_share']:.0%} at {r['high_quality_range'][0]}-{r['high_quality_range'][1]}"
     if task:
         samples = (f"{a['batch_size']} crops of {r['size']}x{r['size']} (shorter side 256, random crop, flip), "
                    f"{quality}; loss Charbonnier + {task['weight']} x task, task `{task['kind']}`: KL to the "

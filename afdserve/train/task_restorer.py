@@ -69,6 +69,16 @@ class TaskLoss:
 class TaskRecipe:
     quality_range: tuple[int, int] = (10, 40)
     flip: bool = True
+    # Restore-then-classify runs the restorer on every photo, good JPEGs too, where the PSNR-trained
+    # one costs the classifier points: a share of nearly clean samples teaches it to leave them alone.
+    high_quality_share: float = 0.0
+    high_quality_range: tuple[int, int] = (75, 95)
+
+    def draw_quality(self, rng: np.random.Generator) -> int:
+        # Drawn only when asked, so share 0 keeps the random streams of earlier runs.
+        if self.high_quality_share > 0 and rng.random() < self.high_quality_share:
+            return int(rng.integers(self.high_quality_range[0], self.high_quality_range[1] + 1))
+        return int(rng.integers(self.quality_range[0], self.quality_range[1] + 1))
 
     def to_record(self) -> dict:
         return {**asdict(self), "size": INPUT_SIZE,
@@ -83,7 +93,7 @@ def make_task_sample(clean: Image.Image, rng: np.random.Generator, recipe: TaskR
     if recipe.flip and rng.random() < 0.5:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     pixels = np.asarray(crop)
-    quality = int(rng.integers(recipe.quality_range[0], recipe.quality_range[1] + 1))
+    quality = recipe.draw_quality(rng)
     _, decoded = jpeg_roundtrip(pixels, quality)  # decoded by the serving decoder
     return unit_tensor(decoded), unit_tensor(pixels), quality
 
@@ -200,6 +210,11 @@ def add_task_arguments(g) -> None:
     # about what the Charbonnier does (0.025 after training); not yet tuned.
     g.add_argument("--task-weight", type=float, default=TaskLoss.weight,
                    help=f"weight of the task term beside the Charbonnier (default {TaskLoss.weight})")
+    g.add_argument("--high-quality-share", type=float, default=TaskRecipe.high_quality_share,
+                   help="task samples only: share compressed at --high-quality-range instead, so the "
+                        "restorer learns to leave good JPEGs alone (default 0)")
+    g.add_argument("--high-quality-range", type=int, nargs=2, default=list(TaskRecipe.high_quality_range),
+                   metavar=("MIN", "MAX"))
     g.add_argument("--temperature", type=float, default=TaskLoss.temperature,
                    help=f"softmax temperature of the KL term, which is scaled by T^2 (default {TaskLoss.temperature})")
     g.add_argument("--ce-weight", type=float, default=TaskLoss.ce_weight,
@@ -213,4 +228,6 @@ def task_loss_of(args) -> TaskLoss:
 
 # What a restorer checkpoint written before --task-loss existed trained with.
 ARGS_BEFORE_TASK_LOSS = {"task_loss": TaskLoss.kind, "task_weight": TaskLoss.weight,
-                         "temperature": TaskLoss.temperature, "ce_weight": TaskLoss.ce_weight}
+                         "temperature": TaskLoss.temperature, "ce_weight": TaskLoss.ce_weight,
+                         "high_quality_share": TaskRecipe.high_quality_share,
+                         "high_quality_range": list(TaskRecipe.high_quality_range)}
