@@ -147,3 +147,21 @@ def test_checkpoint_from_before_task_loss_resumes(tmp_path):
     torch.save(state, out / "checkpoint.pt")
     record, stopped = run(parse(*argv, "--resume"))
     assert stopped is None and record["steps"] == 3 and record["task_loss"] is None
+
+
+def test_restore_then_classify_report_takes_an_unseen_folder_whole_and_keeps_each_hit(labelled_photos):
+    """A folder none of afd_v1's photos are in (as imagenet-val-1000) is evaluated whole, and
+    each photo's hit is kept in file order, so reports of several restorers can be paired."""
+    from afdserve.evaluation.restorer_report import RELEASE_DIR, evaluate_classification
+    from afdserve.serving.restoration import TileSpec
+
+    torch.manual_seed(0)
+    restorer = SwinIR(SwinIRConfig(embed_dim=16, depths=(1,), num_heads=(2,), window_size=8, img_size=16)).eval()
+    report = evaluate_classification(restorer, TileSpec(), RELEASE_DIR / "afd_v1.json", labelled_photos,
+                                     [None, 10], ["P1"], limit=0, resamples=50)
+    assert report["images"] == 6 and report["files"] == sorted(report["files"])
+    for row in report["rows"]:
+        assert set(row["hits"]) == {"plain", "afd", "restored"}
+        for name, hits in row["hits"].items():
+            assert len(hits) == 6 and set(hits) <= {"0", "1"}
+            assert hits.count("1") / 6 == pytest.approx(row[f"{name}_top1"])
