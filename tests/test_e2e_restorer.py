@@ -16,6 +16,7 @@ from skimage import data
 
 from afdserve.packaging.archive import (CLASSIFIERS, RESTORER_SERVING, RestorerArchive, build_classifier_archive,
                                        build_restorer_archive)
+from afdserve.packaging.manifest import archive_file_name
 from afdserve.imaging.decode import decode_image
 from afdserve.models.swinir import SwinIR, SwinIRConfig, load_swinir_checkpoint
 from afdserve.serving.restoration import TileSpec
@@ -57,7 +58,8 @@ def model_store(tmp_path_factory, tiny_weights):
 @pytest.fixture(scope="module")
 def server(model_store, torchserve_session_factory):
     return torchserve_session_factory(model_store, {"swinir_restorer": "swinir_restorer.0.9.mar",
-                                                    "restore_classify": "restore_classify.1.0.mar"})
+                                                    "restore_classify": archive_file_name(
+                                                        "restore_classify", CLASSIFIERS["restore_classify"].version)})
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 import copy
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,7 +10,7 @@ from afdserve.models.afd import AFDConfig, AFDModule
 from afdserve.models.classifier import (INSERTION_POINTS, build_classifier, fuse_for_deployment,
                                         load_deployed)
 from afdserve.models.efficientnet_lite import create_lite0, fold_batchnorms
-from afdserve.models.repconv import RepConv, fuse_repconvs
+from afdserve.models.repconv import RepConv
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -536,7 +536,7 @@ def summary_markdown(record: dict) -> str:
         f"- {record['wall_time_s'] / 60:.1f} min on {record['device']} ({record['threads']} threads), "
         f"{record['images_per_s_last_session']} images/s; seed {record['seed']}, "
         f"afdserve {record['library_version']}, torch {record['torch_version']}",
-        f"- final losses (mean of the last 50 steps): "
+        "- final losses (mean of the last 50 steps): "
         + ", ".join(f"{k} {v:.4f}" for k, v in record["final_losses_last_50_steps"].items()),
     ]
     if record["dct_source"] != "file-grid":
