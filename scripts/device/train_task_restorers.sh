@@ -6,13 +6,13 @@
 # Usage: scripts/device/train_task_restorers.sh [MAX_MINUTES] [INIT_WEIGHTS]
 source scripts/device/env.sh
 minutes=${1:-7}
-init=${2:-afdserve/weights/swinir_compact_v1.pt}
+init=${2:-afdserve/weights/swinir_compact_v2.pt}
 data=../shared/data
 mkdir -p runs
 for weight in 0 0.03 0.1 0.3; do
   loss=kl+ce; [ "$weight" = 0 ] && loss=none
   afd train-restorer --data $data/imagenet-samples $data/photos-train --val $data/imagenet-val-100 \
-    --init-weights "$init" --patch 64 --task-loss $loss --task-weight $weight --quality-range 5 40 \
+    --init-weights "$init" --patch 64 --task-loss $loss --task-weight $weight --quality-range 5 40 --high-quality-share 0.2 \
     --steps 1500 --batch-size 16 --lr 1e-4 --warmup 50 --device cuda --threads 2 --workers 3 \
     --val-images 100 --no-progress --max-minutes $minutes --name task-$weight --out runs/restorer-task-$weight \
     > runs/restorer-task-$weight.log 2>&1 &
