@@ -24,11 +24,32 @@ import numpy as np
 from afdserve.evaluation.afd_report import bootstrap_share, pct
 
 
-def labelled(text: str) -> tuple[str, Path]:
-    label, sep, path = text.partition("=")
+def labelled(text: str) -> tuple[str, list[Path]]:
+    """LABEL=PATH, or LABEL=PATH+PATH for one restorer evaluated in parts (--skip/--limit)."""
+    label, sep, paths = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"LABEL=PATH expected, got {text!r}")
-    return label, Path(path)
+    return label, [Path(path) for path in paths.split("+")]
+
+
+def joined(paths: list[Path]) -> dict:
+    """One report from the reports of disjoint parts of a folder: files and hits one after another."""
+    parts = [json.loads(path.read_text()) for path in paths]
+    report = parts[0]
+    for part in parts[1:]:
+        cls, more = report["classification"], part["classification"]
+        if set(cls["files"]) & set(more["files"]):
+            raise SystemExit("the parts of a report must not share photos")
+        cls["files"] += more["files"]
+        cls["images"] += more["images"]
+        for row, other in zip(cls["rows"], more["rows"]):
+            assert (row["protocol"], row["quality"]) == (other["protocol"], other["quality"])
+            n, m = len(row["hits"]["plain"]), len(other["hits"]["plain"])
+            row["restore_seconds_per_image"] = (n * row["restore_seconds_per_image"]
+                                                + m * other["restore_seconds_per_image"]) / (n + m)
+            row["hits"] = {k: v + other["hits"][k] for k, v in row["hits"].items()}
+        report["restoration"] = report.get("restoration") or part.get("restoration", [])
+    return report
 
 
 def hits_by_condition(report: dict) -> dict[str, dict[str, np.ndarray]]:
@@ -157,16 +178,17 @@ def plot(result: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=labelled, action="append", required=True, metavar="LABEL=EVAL_JSON",
-                        help="an evaluate-restorer --classify report; the first is the reference")
+                        help="an evaluate-restorer --classify report (A+B: one evaluated in two parts); the "
+                             "first is the reference")
     parser.add_argument("--psnr", type=labelled, action="append", default=[], metavar="LABEL=EVAL_JSON",
                         help="take LABEL's LIVE1 PSNR from this report instead")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    reports = [(label, json.loads(path.read_text())) for label, path in args.report]
+    reports = [(label, joined(paths)) for label, paths in args.report]
     psnr = {}
-    for label, path in args.psnr:
-        psnr.setdefault(label, {}).update(psnr_rows(json.loads(path.read_text())))
+    for label, paths in args.psnr:
+        psnr.setdefault(label, {}).update(psnr_rows(joined(paths)))
     result = compare(reports, psnr, args.bootstrap)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compare.json").write_text(json.dumps(result, indent=2))

@@ -114,10 +114,11 @@ def classify_hits(models: dict, restorer, tiles: TileSpec, images, protocol: str
 
 
 def evaluate_classification(restorer, tiles, afd_release: Path, data: Path, qualities, protocols,
-                            limit: int, resamples: int) -> dict:
+                            limit: int, resamples: int, skip: int = 0) -> dict:
     run = load_run(afd_release)
     # The AFD module's validation photos, or all of a folder it never saw (imagenet-val-1000).
-    images = evaluation_images(run, {i.path.name: i for i in load_labelled_folder(data)}, data)[: limit or None]
+    # --skip and --limit split a long evaluation into parts that run side by side.
+    images = evaluation_images(run, {i.path.name: i for i in load_labelled_folder(data)}, data)[skip:][: limit or None]
     plain, afd = deployed_pair(run)
     models = {"plain": plain.eval(), "afd": afd.eval()}
     rows = []
@@ -237,7 +238,7 @@ def cmd_evaluate_restorer(args) -> int:
     if args.classify:
         result["classification"] = evaluate_classification(
             restorer, tiles, args.afd_release, args.data, parse_qualities(args.classify_quality),
-            args.protocols.split(","), args.limit, args.bootstrap)
+            args.protocols.split(","), args.limit, args.bootstrap, args.skip)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval.json").write_text(json.dumps(result, indent=2))
     (args.out / "eval.md").write_text(markdown(result))
@@ -263,6 +264,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--classify-quality", default="original,5,10,20,40")
     p.add_argument("--protocols", default="P1,P2")
     p.add_argument("--limit", type=int, default=0, help="only the first N validation images")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N validation images (before --limit)")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--tile-overlap", type=int, default=32)

@@ -89,17 +89,17 @@ class ClassifierService(Service):
         backbone = BackboneSpec.from_dict(settings.backbone) if settings.backbone else LITE0
         model = load_deployed(afd, model_dir / settings.weights, backbone=backbone)
         labels = json.loads((model_dir / "index_to_name.json").read_text())
+        device_type = torch.device(device).type
         restorer = tiles = restore_cost = None
-        restorer_precision = "float32"  # archives from before the restorer had a precision of its own
+        restorer_precision = "float32"
         max_pixels = DEFAULT_MAX_PIXELS
         if settings.restorer is not None:
             restorer = load_restorer(model_dir, settings.restorer)
+            # Archives from before the restorer had a precision of its own say none: float32.
+            restorer_precision = settings.restorer.precision_for(device_type)
             tiles = TileSpec(**settings.restorer.tiles)
             restore_cost = RestoreCost(tiles, settings.restore_budget_s or DEFAULT_RESTORE_BUDGET_S)
             max_pixels = DEFAULT_RESTORER_MAX_PIXELS  # the restorer's cost grows with the pixels
-        device_type = torch.device(device).type
-        if settings.restorer is not None:
-            restorer_precision = settings.restorer.precision_for(device_type)
         return cls(model, labels, model_name, version, device,
                    max_pixels=settings.max_pixels or max_pixels, top_k=settings.top_k, restorer=restorer,
                    tiles=tiles, precision=settings.precision_for(device_type), restorer_precision=restorer_precision,
