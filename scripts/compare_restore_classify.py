@@ -76,8 +76,8 @@ def psnr_rows(report: dict) -> dict[int, float]:
 
 def compare(reports: list[tuple[str, dict]], psnr: dict[str, dict[int, float]], resamples: int) -> dict:
     # The photos every report has, in the first report's order.
-    files = [f for f in reports[0][1]["classification"]["files"]
-             if all(f in set(r["classification"]["files"]) for _, r in reports)]
+    shared = set.intersection(*(set(r["classification"]["files"]) for _, r in reports))
+    files = [f for f in reports[0][1]["classification"]["files"] if f in shared]
     per_report = []
     for label, report in reports:
         position = {f: i for i, f in enumerate(report["classification"]["files"])}
