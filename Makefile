@@ -1,4 +1,4 @@
-# make serve   build what is missing and start TorchServe in the background (make stop ends it);
+# make serve   build what is missing or stale and start TorchServe in the background (make stop ends it);
 #              MODELS=afd_classifier,lite2_baseline serves another set (default: the four releases)
 # make demo    `make serve`, then a web page comparing the baseline and AFD on your photos (docs/demo.md)
 # make test    run the test suite (starts and stops its own servers on free ports)

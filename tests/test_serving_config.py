@@ -109,6 +109,25 @@ def test_build_takes_serving_settings(tmp_path, capsys):
     assert "batch size" in capsys.readouterr().err
 
 
+def test_build_missing_keeps_current_archives_and_rebuilds_those_of_other_code(tmp_path, capsys):
+    import json
+
+    from afdserve.cli import main
+
+    build = ["build", "--missing", "--models", "lite0_baseline", "--version", "0.1", "--model-store", str(tmp_path)]
+    assert main(build) == 0
+    assert main(build) == 0
+    assert "exists, kept" in capsys.readouterr().out
+    # An archive built by an older afdserve (its manifest records other code, or none) is rebuilt.
+    manifest = tmp_path / "lite0_baseline.0.1.manifest.json"
+    older = json.loads(manifest.read_text())
+    del older["library_sha256"]
+    manifest.write_text(json.dumps(older))
+    assert main(build) == 0
+    assert "built by other afdserve code: rebuilding" in capsys.readouterr().out
+    assert "library_sha256" in json.loads(manifest.read_text())
+
+
 def test_classifier_only_flags_are_refused_for_the_restorer(tmp_path, capsys):
     from afdserve.cli import main
 

@@ -8,6 +8,7 @@ pip dependencies (torch, timm, pillow, numpy, pyyaml) serves it.
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
@@ -21,7 +22,8 @@ import torch
 import yaml
 
 import afdserve
-from afdserve.packaging.manifest import archive_file_name, read_serving_state, record_default, write_manifest
+from afdserve.packaging.manifest import (ArchiveVerificationError, archive_file_name, read_manifest, read_serving_state,
+                                        record_default, write_manifest)
 from afdserve.models.afd import AFDConfig
 from afdserve.models.backbones import BACKBONES, LITE0, BackboneSpec, add_backbone_arguments, backbone_from_args
 from afdserve.models.classifier import build_classifier, fuse_for_deployment
@@ -276,6 +278,32 @@ def stage_library(extras_dir: Path) -> None:
             shutil.copy2(source, target / part)
 
 
+def library_digest() -> str:
+    """sha256 of the afdserve code an archive carries (its ``SERVED_PACKAGE_PARTS``), file names
+    and contents. The manifest records it, so `build --missing` can tell an archive built by other
+    code (a checkout updated in place) and rebuild it rather than serve the old handler."""
+    digest = hashlib.sha256()
+    for part in SERVED_PACKAGE_PARTS:
+        source = PACKAGE_DIR / part
+        files = sorted(f for f in source.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+                       and f.suffix != ".pyc") if source.is_dir() else [source]
+        for path in files:
+            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def stale_reason(archive: Path) -> str | None:
+    """Why an existing archive should be rebuilt (None: it is current)."""
+    try:
+        manifest = read_manifest(archive)
+    except ArchiveVerificationError as err:
+        return str(err)
+    if manifest.get("library_sha256") != library_digest():
+        return "was built by other afdserve code"
+    return None
+
+
 def deployment_weights(afd_config: AFDConfig | None, afd_weights: Path | None,
                        backbone: BackboneSpec = LITE0) -> dict:
     """The classifier's state dict in deployment form. Its answers are checked against the
@@ -350,7 +378,7 @@ def _archive(name: str, version: str, handler: str, staging: Path, serving: Serv
     shutil.move(str(out / f"{name}.mar"), target)  # replaces an older build of the same file
     accuracy = record.get("validation") if record else None
     write_manifest(target, name, version, record=record, accuracy=accuracy, description=settings.description,
-                   backbone=backbone)
+                   backbone=backbone, library_sha256=library_digest())
     return target
 
 
@@ -527,8 +555,11 @@ def cmd_build(args) -> int:
             return 2
         target = archive_path(args.model_store, name, spec.version)
         if args.missing and target.exists():
-            print(f"{target} exists, kept")
-            continue
+            stale = stale_reason(target)
+            if stale is None:
+                print(f"{target} exists, kept")
+                continue
+            print(f"{target} {stale}: rebuilding it with the release's settings")
         start = time.perf_counter()
         try:
             path = build_spec(spec, args.model_store)
@@ -556,7 +587,8 @@ def add_commands(subparsers) -> None:
     build.add_argument("--models", default="",
                        help=f"comma-separated names (default: the served set, {','.join(DEFAULT_BUILD)}; also: "
                             + ", ".join(n for n in {**CLASSIFIERS, **RESTORERS} if n not in DEFAULT_BUILD) + ")")
-    build.add_argument("--missing", action="store_true", help="only build archives that do not exist")
+    build.add_argument("--missing", action="store_true", help="only build archives that do not exist, or that were built by other afdserve "
+                            "code (those are rebuilt with the release's settings and the flags given now)")
     build.add_argument("--version", default=None, help="version to build (default: the release's)")
     build.add_argument("--weights", default=None,
                        help="weights for the version: an AFD module (its .json record beside it) or "

@@ -71,9 +71,11 @@ def weights_digests(archive: Path) -> dict[str, str]:
 
 
 def write_manifest(archive: Path, model: str, version: str, record: dict | None = None,
-                   accuracy=None, description: str = "", backbone: dict | None = None) -> dict:
+                   accuracy=None, description: str = "", backbone: dict | None = None,
+                   library_sha256: str | None = None) -> dict:
     """``backbone``: a classifier's backbone spec (models.backbones.BackboneSpec.to_dict), with
-    the sha256 of a user's checkpoint it was built from."""
+    the sha256 of a user's checkpoint it was built from; ``library_sha256``: the digest of the
+    afdserve code inside the archive (packaging.archive.library_digest)."""
     archive = Path(archive)
     manifest = {
         "model": model,
@@ -87,6 +89,7 @@ def write_manifest(archive: Path, model: str, version: str, record: dict | None 
         "accuracy": accuracy,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "library_version": afdserve.__version__,
+        **({"library_sha256": library_sha256} if library_sha256 is not None else {}),
     }
     atomic_write_text(manifest_path(archive), json.dumps(manifest, indent=2) + "\n")
     return manifest
