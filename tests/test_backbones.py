@@ -313,6 +313,31 @@ def test_evaluate_run_builds_its_backbone(tiny_run, labelled_photos, monkeypatch
     assert f"(timm:{TINY_TIMM})" in markdown_table(result)
 
 
+def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditions(tiny_run, labelled_photos,
+                                                                                      monkeypatch, tmp_path):
+    from afdserve.data.folders import load_labelled_folder
+    from afdserve.evaluation import afd_report
+
+    run = afd_report.load_run(tiny_run)
+    images = [i for i in load_labelled_folder(labelled_photos) if i.path.name in run.val_files]
+    earlier = {"run": run.name, "files_sha256": afd_report.files_digest(images), "cost": {"measured": "before"},
+               "rows": [{"protocol": "P1", "quality": q, "images": len(images), "kept": True} for q in ("clean", 10)]}
+    scored = []
+    real_score = afd_report.score
+    monkeypatch.setattr(afd_report, "score", lambda models, imgs, protocol, quality, *a: scored.append(
+        (protocol, quality)) or real_score(models, imgs, protocol, quality, *a))
+    (tmp_path / "eval.json").write_text(json.dumps(earlier))
+    assert afd_report.earlier_rows(tmp_path / "eval.json", run, images) == earlier
+    with pytest.raises(SystemExit, match="not run"):
+        afd_report.earlier_rows(tmp_path / "eval.json", run, images[:-1])
+
+    result = afd_report.evaluate_run(run, images, [None, 5, 10], ["P1"], resamples=10, earlier=earlier)
+    # q5 is new; the clean photos are scored again to pair with it; q10 and the clean row are kept.
+    assert scored == [("P1", None), ("P1", 5)]
+    assert [(r["quality"], r.get("kept", False)) for r in result["rows"]] == [("clean", True), (5, False), (10, True)]
+    assert result["cost"] == {"measured": "before"}
+
+
 def test_build_a_plain_timm_backbone_and_evaluate_it(tiny_timm_checkpoint, tmp_path, capsys):
     from afdserve.evaluation.accuracy import evaluate_service, service_from_archive
     from afdserve.data.folders import LabelledImage

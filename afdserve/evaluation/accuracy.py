@@ -106,6 +106,9 @@ def add_commands(subparsers) -> None:
                         "P2 = JPEG the full image, then the serving preprocessing")
     p.add_argument("--out", type=Path, default=None, help="runs only: results folder (default results/<run name>)")
     p.add_argument("--bootstrap", type=int, default=2000, help="runs only: bootstrap resamples")
+    p.add_argument("--resume", action="store_true",
+                   help="runs only: keep the rows of --out's eval.json (same run, same photos) and evaluate "
+                        "only the protocols and qualities it lacks")
     p.add_argument("--limit", type=int, default=0, help="only the first N images")
     p.add_argument("--json", help="archives only: also write the results here")
     p.set_defaults(func=cmd_dispatch)

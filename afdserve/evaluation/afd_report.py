@@ -9,6 +9,7 @@ Per quality: top-1/top-5 of both, and the share of the clean->JPEG top-1 drop th
 back, with a paired bootstrap 95% interval (the same resampled images for both models).
 """
 
+import hashlib
 import io
 import json
 import math
@@ -167,10 +168,32 @@ def module_cost(plain: Classifier, afd: Classifier, sample: dict, repeats: int =
     }
 
 
+def files_digest(images: list[LabelledImage]) -> str:
+    """Names the photos a result was computed on, so a resumed evaluation can check it has the same."""
+    return hashlib.sha256("\n".join(sorted(i.path.name for i in images)).encode()).hexdigest()
+
+
+def earlier_rows(path: Path, run: AFDRun, images: list[LabelledImage]) -> dict | None:
+    """The result at ``path`` when it is of this run on these photos (resumable), else None."""
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    same_photos = earlier.get("files_sha256", files_digest(images)) == files_digest(images)
+    if earlier.get("run") != run.name or not earlier["rows"] or earlier["rows"][0]["images"] != len(images) \
+            or not same_photos:
+        raise SystemExit(f"--resume: {path} is not run {run.name} on these {len(images)} photos; "
+                         "give another --out")
+    return earlier
+
+
 def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols, resamples: int,
-                 plain_hits: dict | None = None) -> dict:
+                 plain_hits: dict | None = None, earlier: dict | None = None) -> dict:
     """``plain_hits``: the plain backbone's answers kept across runs evaluated on the same images
-    (it does not depend on the module), so a second run costs only its own forwards."""
+    (it does not depend on the module), so a second run costs only its own forwards.
+    ``earlier``: a result of the same run on the same photos; its rows are kept and only the
+    conditions it lacks are evaluated (with the clean photos again: the share won back pairs each
+    photo's clean and JPEG answers, and earlier results do not keep them)."""
+    kept = {(r["protocol"], r["quality"]): r for r in (earlier or {}).get("rows", [])}
     plain, afd = deployed_pair(run)
     models = {"plain": plain, "afd": afd}
     plain_hits = {} if plain_hits is None else plain_hits
@@ -183,10 +206,12 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
         plain_hits[key] = hits["plain"]
         return hits
 
-    rows = []
+    rows = list(kept.values())
+    protocols = list(dict.fromkeys([*(r["protocol"] for r in rows), *protocols]))
     for protocol in protocols:
-        clean = scored(protocol, None)
-        for quality in qualities:
+        wanted = [q for q in qualities if (protocol, "clean" if q is None else q) not in kept]
+        clean = scored(protocol, None) if wanted else None
+        for quality in wanted:
             hits = clean if quality is None else scored(protocol, quality)
             row = {"protocol": protocol, "quality": "clean" if quality is None else quality, "images": len(images)}
             for name in models:
@@ -198,11 +223,16 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
                 row.update(drop=float(clean["plain"]["top1"].mean()) - row["plain_top1"],
                            recovered_share=share, recovered_ci95=[lo, hi])
             rows.append(row)
-    sample_inputs = [prepare(decode_image(jpeg_bytes(i.path, 10)), dct_source=run.config.dct_source, spec=run.backbone)
-                     for i in images[:8]]
+    rows.sort(key=lambda r: (protocols.index(r["protocol"]), -1 if r["quality"] == "clean" else r["quality"]))
+    if earlier is not None:  # the cost as first measured: a resumed run adds rows, not timings
+        cost = earlier["cost"]
+    else:
+        sample_inputs = [prepare(decode_image(jpeg_bytes(i.path, 10)), dct_source=run.config.dct_source,
+                                 spec=run.backbone) for i in images[:8]]
+        cost = module_cost(plain, afd, collate(sample_inputs))
     return {"run": run.name, "backbone": run.backbone.name, "config": run.config.to_dict(),
-            "protocols": {p: PROTOCOLS[p] for p in protocols},
-            "rows": rows, "cost": module_cost(plain, afd, collate(sample_inputs)),
+            "protocols": {p: PROTOCOLS[p] for p in protocols}, "files_sha256": files_digest(images),
+            "rows": rows, "cost": cost,
             "training": {k: run.record.get(k) for k in ("steps", "images_seen", "wall_time_s", "device", "threads")}}
 
 
@@ -293,7 +323,8 @@ def cmd_evaluate_runs(args) -> int:
             images = images[: args.limit]
         out = args.out / run.name if args.out and len(args.run) > 1 else (args.out or Path("results") / run.name)
         out.mkdir(parents=True, exist_ok=True)
-        result = evaluate_run(run, images, qualities, protocols, args.bootstrap, plain_hits)
+        earlier = earlier_rows(out / "eval.json", run, images) if args.resume else None
+        result = evaluate_run(run, images, qualities, protocols, args.bootstrap, plain_hits, earlier)
         (out / "eval.json").write_text(json.dumps(result, indent=2))
         (out / "eval.md").write_text(markdown_table(result))
         plot(result, out / "accuracy_vs_quality.png")
