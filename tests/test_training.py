@@ -129,6 +129,16 @@ def test_resume_continues_from_the_checkpoint_exactly(trained, data_dir, tmp_pat
         run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--resume", "--lr", "0.1"))
 
 
+def test_max_minutes_caps_this_invocation_not_the_whole_run(data_dir, tmp_path):
+    out = tmp_path / "capped"
+    run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--pause-at", "1"))
+    checkpoint = torch.load(out / CHECKPOINT, weights_only=True)
+    checkpoint["elapsed_s"] = 3600.0  # the run has already trained an hour in earlier sessions
+    torch.save(checkpoint, out / CHECKPOINT)
+    resumed = run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--resume", "--max-minutes", "5"))
+    assert resumed.completed and resumed.record["steps"] == 3
+
+
 def test_student_and_teacher_share_the_geometry():
     recipe = PairRecipe(quality_range=(95, 95), shorter_side=(224, 300), high_quality_share=0)
     student, teacher, quality = make_pair(photo("coffee"), np.random.default_rng(1), recipe)

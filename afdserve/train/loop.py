@@ -64,7 +64,8 @@ def add_run_control_arguments(g) -> None:
     g.add_argument("--pause-at", type=int, default=None,
                    help="stop after this step with a checkpoint (continue later with --resume)")
     g.add_argument("--max-minutes", type=float, default=0,
-                   help="wall-clock cap: stop early (checkpoint, weights, record) after this long")
+                   help="wall-clock cap on this invocation (a --resume gets it afresh): stop early "
+                        "(checkpoint, weights, record) after this long")
     g.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
     g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
 
@@ -289,7 +290,8 @@ def train(run: Run) -> Outcome:
                     log.flush()
                 if step % args.checkpoint_every == 0 or step == stop:
                     save_checkpoint()
-                if args.max_minutes and elapsed > 60 * args.max_minutes and step < stop:
+                # This invocation's minutes, not the run's: a resumed run gets its cap afresh.
+                if args.max_minutes and now - session_start > 60 * args.max_minutes and step < stop:
                     print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
                     save_checkpoint()
                     stopped = "max-minutes"
