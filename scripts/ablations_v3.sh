@@ -4,7 +4,8 @@
 # and photos-train, validated on imagenet-val-1000 (never trained on).
 # Two runs at a time with one torch thread each (on 2 cores that beats one 2-thread run). Safe to
 # stop and start again: a finished run is skipped, an interrupted one resumes from its checkpoint.
-# Usage: scripts/ablations_v3.sh [STEPS] [MAX_MINUTES_PER_RUN]
+# Usage: scripts/ablations_v3.sh [STEPS] [MAX_MINUTES_PER_RUN]   (minutes of this invocation)
+#   ONLY="reference width-12" scripts/ablations_v3.sh ...   runs only those (where a core is free)
 #   then: .venv/bin/afdserve evaluate --run runs/v3-ablation-* --data ../shared/data/imagenet-val-1000 \
 #           --quality original,5,10,20,40 --out results/afd-v3-ablations
 set -euo pipefail
@@ -19,6 +20,7 @@ common=(--data "$data/imagenet-samples" "$data/photos-train" --val "$data/imagen
 run() {  # name, extra flags...
   local name=$1; shift
   local out="runs/v3-ablation-$name"
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   if [ -f "$out/afd_module.json" ] && grep -q '"completed": true' "$out/afd_module.json"; then
     echo "$name: done"; return
   fi

@@ -297,8 +297,8 @@ def stale_reason(archive: Path) -> str | None:
     """Why an existing archive should be rebuilt (None: it is current)."""
     try:
         manifest = read_manifest(archive)
-    except ArchiveVerificationError as err:
-        return str(err)
+    except ArchiveVerificationError:
+        return "has no readable manifest"
     if manifest.get("library_sha256") != library_digest():
         return "was built by other afdserve code"
     return None
