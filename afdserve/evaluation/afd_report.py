@@ -14,6 +14,7 @@ import io
 import json
 import math
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,7 +282,7 @@ def plot(result: dict, path: Path) -> None:
             if clean:
                 ax.axhline(100 * clean[f"{name}_top1"], color=colour, ls="--", lw=1,
                            label=f"{label}, clean")
-        ax.set_title(f"{protocol}: {result['protocols'][protocol]}", fontsize=9)
+        ax.set_title(textwrap.fill(f"{protocol}: {result['protocols'][protocol]}", 70), fontsize=9)
         ax.set_xlabel("JPEG quality")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"top-1 (%), {result['rows'][0]['images']} validation images")
