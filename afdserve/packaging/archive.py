@@ -587,8 +587,9 @@ def add_commands(subparsers) -> None:
     build.add_argument("--models", default="",
                        help=f"comma-separated names (default: the served set, {','.join(DEFAULT_BUILD)}; also: "
                             + ", ".join(n for n in {**CLASSIFIERS, **RESTORERS} if n not in DEFAULT_BUILD) + ")")
-    build.add_argument("--missing", action="store_true", help="only build archives that do not exist, or that were built by other afdserve "
-                            "code (those are rebuilt with the release's settings and the flags given now)")
+    build.add_argument("--missing", action="store_true",
+                       help="only build archives that do not exist, or that were built by other afdserve code "
+                            "(those are rebuilt with the release's settings and the flags given now)")
     build.add_argument("--version", default=None, help="version to build (default: the release's)")
     build.add_argument("--weights", default=None,
                        help="weights for the version: an AFD module (its .json record beside it) or "
