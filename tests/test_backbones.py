@@ -324,8 +324,12 @@ def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditi
                "rows": [{"protocol": "P1", "quality": q, "images": len(images), "kept": True} for q in ("clean", 10)]}
     scored = []
     real_score = afd_report.score
-    monkeypatch.setattr(afd_report, "score", lambda models, imgs, protocol, quality, *a: scored.append(
-        (protocol, quality)) or real_score(models, imgs, protocol, quality, *a))
+
+    def counted_score(models, imgs, protocol, quality, *rest):
+        scored.append((protocol, quality))
+        return real_score(models, imgs, protocol, quality, *rest)
+
+    monkeypatch.setattr(afd_report, "score", counted_score)
     (tmp_path / "eval.json").write_text(json.dumps(earlier))
     assert afd_report.earlier_rows(tmp_path / "eval.json", run, images) == earlier
     with pytest.raises(SystemExit, match="not run"):
