@@ -40,10 +40,12 @@ def joined(paths: list[Path]) -> dict:
         cls, more = report["classification"], part["classification"]
         if set(cls["files"]) & set(more["files"]):
             raise SystemExit("the parts of a report must not share photos")
+        conditions = [[(r["protocol"], r["quality"]) for r in c["rows"]] for c in (cls, more)]
+        if conditions[0] != conditions[1]:
+            raise SystemExit(f"the parts of a report must have the same protocols and qualities: {conditions}")
         cls["files"] += more["files"]
         cls["images"] += more["images"]
         for row, other in zip(cls["rows"], more["rows"]):
-            assert (row["protocol"], row["quality"]) == (other["protocol"], other["quality"])
             n, m = len(row["hits"]["plain"]), len(other["hits"]["plain"])
             row["restore_seconds_per_image"] = (n * row["restore_seconds_per_image"]
                                                 + m * other["restore_seconds_per_image"]) / (n + m)

@@ -266,30 +266,33 @@ def model_archiver_executable() -> str:
     return found
 
 
-def stage_library(extras_dir: Path) -> None:
-    target = extras_dir / "afdserve"
-    target.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+def served_library_files() -> list[Path]:
+    """The afdserve files an archive carries (its ``SERVED_PACKAGE_PARTS``, without bytecode),
+    relative to the package, in a fixed order: what is staged and what the digest covers."""
+    files = []
     for part in SERVED_PACKAGE_PARTS:
         source = PACKAGE_DIR / part
-        if source.is_dir():
-            shutil.copytree(source, target / part, ignore=ignore)
-        else:
-            shutil.copy2(source, target / part)
+        found = source.rglob("*") if source.is_dir() else [source]
+        files += sorted(f.relative_to(PACKAGE_DIR) for f in found
+                        if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc")
+    return files
+
+
+def stage_library(extras_dir: Path) -> None:
+    target = extras_dir / "afdserve"
+    for relative in served_library_files():
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PACKAGE_DIR / relative, target / relative)
 
 
 def library_digest() -> str:
-    """sha256 of the afdserve code an archive carries (its ``SERVED_PACKAGE_PARTS``), file names
-    and contents. The manifest records it, so `build --missing` can tell an archive built by other
-    code (a checkout updated in place) and rebuild it rather than serve the old handler."""
+    """sha256 of the afdserve code an archive carries, file names and contents. The manifest
+    records it, so `build --missing` can tell an archive built by other code (a checkout updated
+    in place) and rebuild it rather than serve the old handler."""
     digest = hashlib.sha256()
-    for part in SERVED_PACKAGE_PARTS:
-        source = PACKAGE_DIR / part
-        files = sorted(f for f in source.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-                       and f.suffix != ".pyc") if source.is_dir() else [source]
-        for path in files:
-            digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+    for relative in served_library_files():
+        digest.update(relative.as_posix().encode() + b"\0")
+        digest.update((PACKAGE_DIR / relative).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
