@@ -139,6 +139,17 @@ def test_max_minutes_caps_this_invocation_not_the_whole_run(data_dir, tmp_path):
     assert resumed.completed and resumed.record["steps"] == 3
 
 
+def test_the_record_keeps_every_sitting_of_a_resumed_run(data_dir, tmp_path):
+    out = tmp_path / "sittings"
+    run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--pause-at", "1"))
+    lengthened = [a if a != "3" else "4" for a in TINY]  # --steps 3 -> 4: the cosine is recomputed
+    resumed = run_training(parse("--data", str(data_dir), "--out", str(out), *lengthened, "--resume"))
+    sittings = resumed.record["sittings"]
+    assert [(s["from_step"], s["to_step"], s["schedule_steps"]) for s in sittings] == [(0, 1, 3), (1, 4, 4)]
+    assert all(s["threads"] == 1 and s["device"] == "cpu" and s["seconds"] >= 0 for s in sittings)
+    assert "2 sittings: steps 0-1 on cpu (1 thread," in (out / SUMMARY).read_text()
+
+
 def test_student_and_teacher_share_the_geometry():
     recipe = PairRecipe(quality_range=(95, 95), shorter_side=(224, 300), high_quality_share=0)
     student, teacher, quality = make_pair(photo("coffee"), np.random.default_rng(1), recipe)

@@ -485,6 +485,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
         "images_seen": step * args.batch_size,
         "wall_time_s": round(outcome.elapsed_s, 1),
         "images_per_s_last_session": round(outcome.session_images / max(outcome.session_seconds, 1e-9), 2),
+        "sittings": outcome.sittings,
         "final_losses_last_50_steps": final,
         "validation": validation,
         "data": sources,
@@ -507,6 +508,17 @@ def _sources(record: dict) -> list[dict]:
     if isinstance(data, str):
         return [{"folder": data, "images": record["split"]["train_images"], "taken": "training split"}]
     return data
+
+
+def _sittings_line(sittings: list[dict]) -> str:
+    """A run trained in several invocations: the steps of each, where, and its schedule length."""
+    def one(s):
+        if s.get("recorded") is False:
+            return f"steps {s['from_step']}-{s['to_step']} (not recorded)"
+        threads = f"{s['threads']} thread" + ("s" if s["threads"] != 1 else "")
+        return (f"steps {s['from_step']}-{s['to_step']} on {s['device']} ({threads}, "
+                f"{s['seconds'] / 60:.0f} min, {s['schedule_steps']}-step schedule)")
+    return f"- {len(sittings)} sittings: " + "; ".join(one(s) for s in sittings)
 
 
 def summary_markdown(record: dict) -> str:
@@ -536,6 +548,7 @@ def summary_markdown(record: dict) -> str:
         f"- {record['wall_time_s'] / 60:.1f} min on {record['device']} ({record['threads']} threads), "
         f"{record['images_per_s_last_session']} images/s; seed {record['seed']}, "
         f"afdserve {record['library_version']}, torch {record['torch_version']}",
+        *([_sittings_line(record["sittings"])] if len(record.get("sittings", [])) > 1 else []),
         "- final losses (mean of the last 50 steps): "
         + ", ".join(f"{k} {v:.4f}" for k, v in record["final_losses_last_50_steps"].items()),
     ]

@@ -192,6 +192,7 @@ class Outcome:
     stopped: str | None  # None: every step done; "pause-at", "max-minutes" or "interrupted"
     session_images: int
     session_seconds: float
+    sittings: list[dict]  # every invocation of the run: steps, schedule length, device, threads, seconds
 
     @property
     def completed(self) -> bool:
@@ -207,7 +208,7 @@ class Outcome:
         return {k: sum(r[k] for r in self.recent) / len(self.recent) for k in keys}
 
 
-def _load_checkpoint(run: Run) -> tuple[int, float, list]:
+def _load_checkpoint(run: Run) -> tuple[int, float, list, list]:
     path = run.out_dir / CHECKPOINT
     if not path.exists():
         raise SystemExit(f"--resume: no checkpoint at {path}")
@@ -231,33 +232,43 @@ def _load_checkpoint(run: Run) -> tuple[int, float, list]:
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
     recent = [r if isinstance(r, dict) else {"loss": r} for r in state["recent"]]
-    return state["step"], state["elapsed_s"], recent
+    # Checkpoints written before sittings were kept: their history is one unknown stretch.
+    sittings = state.get("sittings") or [{"from_step": 0, "to_step": state["step"], "recorded": False}]
+    return state["step"], state["elapsed_s"], recent, sittings
 
 
 def train(run: Run) -> Outcome:
     """Train from the start (or the checkpoint, with --resume) to --steps, --pause-at, the
     --max-minutes cap or Ctrl-C, whichever comes first; the checkpoint always holds the last step."""
     args, out_dir = run.args, run.out_dir
-    step, elapsed, recent, log_mode = 0, 0.0, [], "w"
+    step, elapsed, recent, sittings, log_mode = 0, 0.0, [], [], "w"
     if args.resume:
-        step, elapsed, recent = _load_checkpoint(run)
+        step, elapsed, recent, sittings = _load_checkpoint(run)
         log_mode = "a"
         truncate_log(out_dir / TRAIN_LOG, step)
         print(f"resuming {out_dir} at step {step}/{args.steps}", flush=True)
     recent = collections.deque(recent, maxlen=RECENT_STEPS)
+    # Each invocation is a sitting: the record keeps them all, so a run trained over several
+    # sessions says where each ran, on how many threads, and when its schedule length changed.
+    device = next((p.device for m in run.modules.values() for p in m.parameters()), torch.device("cpu"))
+    sitting = {"from_step": step, "schedule_steps": args.steps, "device": str(device),
+               "threads": torch.get_num_threads(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    session_start, session_images = time.perf_counter(), 0
+
+    def all_sittings() -> list[dict]:
+        return sittings + [{**sitting, "to_step": step, "seconds": round(time.perf_counter() - session_start, 1)}]
 
     def save_checkpoint():
         atomic_torch_save({
             "step": step, "elapsed_s": elapsed, "recent": list(recent), "args": args_dict(args),
             **run.checkpoint_extra, **{name: m.state_dict() for name, m in run.modules.items()},
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "sittings": all_sittings(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }, out_dir / CHECKPOINT)
 
     stop = args.steps if args.pause_at is None else min(args.steps, args.pause_at)
     stopped = None
-    session_start, session_images = time.perf_counter(), 0
     bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
                dynamic_ncols=True, disable=args.no_progress)
     smoothed = None
@@ -304,4 +315,5 @@ def train(run: Run) -> Outcome:
             bar.close()
     if stopped is None and step < args.steps:
         stopped = "pause-at"
-    return Outcome(step, elapsed, list(recent), stopped, session_images, time.perf_counter() - session_start)
+    return Outcome(step, elapsed, list(recent), stopped, session_images, time.perf_counter() - session_start,
+                   all_sittings())

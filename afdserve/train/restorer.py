@@ -230,6 +230,7 @@ def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | N
         "completed": outcome.completed, "stopped": stopped, "steps": step, "steps_planned": args.steps,
         "patches_seen": step * args.batch_size,
         "wall_time_s": round(outcome.elapsed_s, 1),
+        "sittings": outcome.sittings,
         "final_loss_last_50_steps": outcome.mean_recent().get("loss"),
         "validation": validation,
         "validation_task": validation_task,
