@@ -6,8 +6,9 @@
 # stop and start again: a finished run is skipped, an interrupted one resumes from its checkpoint.
 # Usage: scripts/ablations_v3.sh [STEPS] [MAX_MINUTES_PER_RUN]   (minutes of this invocation)
 #   ONLY="reference width-12" scripts/ablations_v3.sh ...   runs only those (where a core is free)
-#   then: .venv/bin/afdserve evaluate --run runs/v3-ablation-* --data ../shared/data/imagenet-val-1000 \
-#           --quality original,5,10,20,40 --out results/afd-v3-ablations
+#   then: .venv/bin/afdserve evaluate --run runs/v3-ablation-reference runs/v3-ablation-*/ \
+#           --data ../shared/data/imagenet-val-1000 --quality original,5,10 --out results/afd-v3-ablations --resume
+#   (the reference first: comparison.md then gives each variant against it, photo by photo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-1200}

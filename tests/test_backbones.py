@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -311,6 +312,25 @@ def test_evaluate_run_builds_its_backbone(tiny_run, labelled_photos, monkeypatch
         torch.set_num_threads(threads)
     assert result["backbone"] == f"timm:{TINY_TIMM}" and len(result["rows"]) == 4
     assert f"(timm:{TINY_TIMM})" in markdown_table(result)
+
+
+def test_evaluating_two_runs_compares_the_second_with_the_first(tiny_run, labelled_photos, tmp_path):
+    twin = tmp_path / "twin"  # the same module under another name: every difference is 0
+    shutil.copytree(tiny_run, twin)
+    out = tmp_path / "ablation"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["evaluate", "--run", str(tiny_run), str(twin), "--data", str(labelled_photos),
+                     "--quality", "original,10", "--protocols", "P1", "--bootstrap", "10", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    first = json.loads((out / tiny_run.name / "eval.json").read_text())
+    assert {len(r["top1_hits"]["afd"]) for r in first["rows"]} == {first["rows"][0]["images"]}
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert [(r["run"], r["quality"], r["difference"]) for r in comparison["rows"]] == [("twin", "clean", 0.0),
+                                                                                        ("twin", 10, 0.0)]
+    assert (out / "comparison.png").stat().st_size > 0 and "| twin | +0.0 (" in (out / "comparison.md").read_text()
 
 
 def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditions(tiny_run, labelled_photos,

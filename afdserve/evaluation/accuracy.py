@@ -104,7 +104,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--protocols", default="P1,P2",
                    help="runs only: P1 = resize/centre-crop to 224 then JPEG (ImageNet-C); "
                         "P2 = JPEG the full image, then the serving preprocessing")
-    p.add_argument("--out", type=Path, default=None, help="runs only: results folder (default results/<run name>)")
+    p.add_argument("--out", type=Path, default=None, help="runs only: results folder (default results/<run name>); with several runs, "
+                        "a folder per run inside it and comparison.md/.json/.png, each run against the "
+                        "first photo by photo")
     p.add_argument("--bootstrap", type=int, default=2000, help="runs only: bootstrap resamples")
     p.add_argument("--resume", action="store_true",
                    help="runs only: keep the rows of --out's eval.json (same run, same photos) and evaluate "

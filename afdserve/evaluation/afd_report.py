@@ -27,6 +27,8 @@ from tqdm import tqdm
 
 from afdserve.data.folders import LabelledImage, load_labelled_folder
 from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
+from afdserve.evaluation.run_comparison import (compare_to_reference, comparison_markdown, comparison_plot,
+                                                hit_bits)
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.afd import AFDConfig
@@ -218,6 +220,8 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
             for name in models:
                 row[f"{name}_top1"] = float(hits[name]["top1"].mean())
                 row[f"{name}_top5"] = float(hits[name]["top5"].mean())
+            # Each photo's hit, so runs evaluated apart can later be compared photo by photo.
+            row["top1_hits"] = {name: hit_bits(hits[name]["top1"]) for name in models}
             if quality is not None:
                 share, lo, hi = bootstrap_share(clean["plain"]["top1"], hits["plain"]["top1"],
                                                 hits["afd"]["top1"], resamples)
@@ -234,7 +238,8 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
     return {"run": run.name, "backbone": run.backbone.name, "config": run.config.to_dict(),
             "protocols": {p: PROTOCOLS[p] for p in protocols}, "files_sha256": files_digest(images),
             "rows": rows, "cost": cost,
-            "training": {k: run.record.get(k) for k in ("steps", "images_seen", "wall_time_s", "device", "threads")}}
+            "training": {k: run.record.get(k) for k in ("steps", "steps_planned", "completed", "images_seen",
+                                                         "wall_time_s", "device", "threads")}}
 
 
 def pct(x: float) -> str:
@@ -244,6 +249,9 @@ def pct(x: float) -> str:
 def markdown_table(result: dict) -> str:
     backbone = result.get("backbone", LITE0.name)
     title = result["run"] if backbone == LITE0.name else f"{result['run']} ({backbone})"
+    training = result.get("training", {})
+    if training.get("completed") is False:  # a run stopped early by --max-minutes: not its final weights
+        title += f" (stopped at step {training['steps']} of {training['steps_planned']})"
     lines = [f"### {title}", "",
              "| protocol | quality | plain top-1 | AFD top-1 | plain top-5 | AFD top-5 | drop won back (95% CI) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -317,7 +325,8 @@ def cmd_evaluate_runs(args) -> int:
     if unknown:
         raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; known: {list(PROTOCOLS)}")
     results, plain_hits = [], {}
-    for folder in args.run:
+    # A folder named twice counts once, in its first place: `--run runs/ref runs/*` puts ref first.
+    for folder in dict.fromkeys(Path(f) for f in args.run):
         run = load_run(folder)
         images = evaluation_images(run, all_images, args.data)
         if args.limit:
@@ -332,4 +341,13 @@ def cmd_evaluate_runs(args) -> int:
         print(markdown_table(result), flush=True)
         print(f"written: {out}/eval.md, eval.json, accuracy_vs_quality.png", flush=True)
         results.append(result)
+    if len(results) > 1:  # an ablation: every run against the first, photo by photo
+        comparison = compare_to_reference(results)
+        out = args.out or Path("results")
+        (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
+        if comparison["rows"]:
+            (out / "comparison.md").write_text(comparison_markdown(comparison))
+            comparison_plot(comparison, out / "comparison.png")
+            print(comparison_markdown(comparison), flush=True)
+            print(f"written: {out}/comparison.md, comparison.json, comparison.png", flush=True)
     return 0
