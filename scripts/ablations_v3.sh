@@ -2,10 +2,12 @@
 # The AFD v3 ablations (issue 14): with nine times the photos, the v1 recipe against one change at
 # a time, each at the same budget, trained on ../shared/data/imagenet-samples (its training split)
 # and photos-train, validated on imagenet-val-1000 (never trained on).
-# Two runs at a time with one torch thread each (on 2 cores that beats one 2-thread run). Safe to
-# stop and start again: a finished run is skipped, an interrupted one resumes from its checkpoint.
+# On the CPU, two lanes of runs with one torch thread each (on 2 cores that beats one 2-thread
+# run). Safe to stop and start again: a finished run is skipped, an interrupted one resumes from
+# its checkpoint, also on another machine (scripts/device/train_all.sh runs this on a GPU).
 # Usage: scripts/ablations_v3.sh [STEPS] [MAX_MINUTES_PER_RUN]   (minutes of this invocation)
 #   ONLY="reference width-12" scripts/ablations_v3.sh ...   runs only those (where a core is free)
+#   LANES=8 DEVICE=cuda THREADS=2 WORKERS=2 VAL=DIR AFDSERVE="python3 -m afdserve.cli" ...   elsewhere
 #   then: .venv/bin/afdserve evaluate --run runs/v3-ablation-reference runs/v3-ablation-*/ \
 #           --data ../shared/data/imagenet-val-1000 --quality original,5,10 --out results/afd-v3-ablations --resume
 #   (the reference first: comparison.md then gives each variant against it, photo by photo)
@@ -14,9 +16,11 @@ cd "$(dirname "$0")/.."
 steps=${1:-1200}
 minutes=${2:-0}
 data=../shared/data
-common=(--data "$data/imagenet-samples" "$data/photos-train" --val "$data/imagenet-val-1000"
+read -r -a afdserve <<< "${AFDSERVE:-.venv/bin/afdserve}"
+common=(--data "$data/imagenet-samples" "$data/photos-train" --val "${VAL:-$data/imagenet-val-1000}"
         --loss both --width 8 --steps "$steps" --batch-size 16 --high-quality-share 0.2
-        --high-quality-range 75 100 --input-sized-share 0.3 --threads 1 --workers 1
+        --high-quality-range 75 100 --input-sized-share 0.3 --device "${DEVICE:-cpu}"
+        --threads "${THREADS:-1}" --workers "${WORKERS:-1}"
         --val-qualities 5,10,original --no-progress --max-minutes "$minutes")
 run() {  # name, extra flags...
   local name=$1; shift
@@ -27,13 +31,21 @@ run() {  # name, extra flags...
   fi
   local resume=()
   [ -f "$out/checkpoint.pt" ] && resume=(--resume)
-  .venv/bin/afdserve train "${common[@]}" "$@" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
+  "${afdserve[@]}" train "${common[@]}" "$@" --out "$out" "${resume[@]}" >> "$out.log" 2>&1
+}
+# In the order of interest; lane i takes runs i, i + LANES, ...: each lane runs its runs in turn,
+# so a lane whose run ends early goes on to its next instead of waiting for the others.
+variants=("reference" "half-res-fe --fe-downscale 2" "width-12 --width 12" "match-blocks2 --match-later blocks.2"
+          "kd-only --loss kd" "feature-only --loss feature" "global-gate --gate global" "no-quality --no-quality")
+lanes=${LANES:-2}
+lane() {
+  local i
+  for ((i = $1; i < ${#variants[@]}; i += lanes)); do
+    # shellcheck disable=SC2086  # a variant is its name and its flags, split on spaces
+    run ${variants[$i]}
+  done
 }
 mkdir -p runs
-# Two lanes, one per core, each running its runs in turn, so that a core whose run ends early goes
-# on to the next instead of waiting for the other; the order is the order of interest.
-lane_a() { run reference; run width-12 --width 12; run kd-only --loss kd; run global-gate --gate global; }
-lane_b() { run half-res-fe --fe-downscale 2; run match-blocks2 --match-later blocks.2
-           run feature-only --loss feature; run no-quality --no-quality; }
-lane_a & lane_b & wait
+for ((l = 0; l < lanes; l++)); do lane "$l" & done
+wait
 echo "done: runs/v3-ablation-*"

@@ -139,6 +139,13 @@ def test_max_minutes_caps_this_invocation_not_the_whole_run(data_dir, tmp_path):
     assert resumed.completed and resumed.record["steps"] == 3
 
 
+def test_a_run_folder_is_resumed_never_started_over(trained, data_dir):
+    before = (trained.out_dir / WEIGHTS).read_bytes()
+    with pytest.raises(SystemExit, match="--resume continues it"):
+        run_training(parse("--data", str(data_dir), "--out", str(trained.out_dir), *TINY))
+    assert (trained.out_dir / WEIGHTS).read_bytes() == before
+
+
 def test_the_record_keeps_every_sitting_of_a_resumed_run(data_dir, tmp_path):
     out = tmp_path / "sittings"
     run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--pause-at", "1"))

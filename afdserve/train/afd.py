@@ -401,6 +401,7 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     if args.out is None:
         args.out = Path("runs") / f"afd-{args.name or default_name(args)}"
     out_dir = Path(args.out)
+    loop.refuse_to_overwrite(args, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     try:
@@ -448,8 +449,10 @@ def _run_training(args, device: torch.device, threads: int) -> TrainResult:
     student.train()  # Classifier keeps the frozen backbone's batch norms in eval mode
     outcome = loop.train(loop.Run(
         args, out_dir, {"afd": student.afd}, optimizer, scheduler, losses, batches, params, clip=args.clip_grad,
-        # steps may change on --resume: a long run can be cut short (or lengthened) part-way.
-        resumable={"workers", "val_batch", "steps"},
+        # steps may change on --resume: a long run can be cut short (or lengthened) part-way. The
+        # validation folder and qualities only judge the run (training never sees the folder, and a
+        # photo in both is refused, not dropped), so a run may continue where another set is at hand.
+        resumable={"workers", "val_batch", "steps", "val", "val_qualities"},
         checkpoint_extra={"afd_config": config.to_dict(), "backbone": backbone.to_dict()},
         # Runs from before --backbone trained Lite0 with its own input.
         added_args={"backbone": DEFAULT_BACKBONE, "backbone_weights": None, "input_size": None, "resize_size": None,

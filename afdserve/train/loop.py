@@ -237,11 +237,20 @@ def _load_checkpoint(run: Run) -> tuple[int, float, list, list]:
     return state["step"], state["elapsed_s"], recent, sittings
 
 
+def refuse_to_overwrite(args, out_dir: Path) -> None:
+    """A run folder with a checkpoint is continued (--resume), never started over: that would
+    overwrite hours of training. Recipes call it before they write anything there."""
+    if not args.resume and (out_dir / CHECKPOINT).exists():
+        raise SystemExit(f"{out_dir} already holds a run (its {CHECKPOINT}): --resume continues it; "
+                         "to start over, remove the folder or give another --out")
+
+
 def train(run: Run) -> Outcome:
     """Train from the start (or the checkpoint, with --resume) to --steps, --pause-at, the
     --max-minutes cap or Ctrl-C, whichever comes first; the checkpoint always holds the last step."""
     args, out_dir = run.args, run.out_dir
     step, elapsed, recent, sittings, log_mode = 0, 0.0, [], [], "w"
+    refuse_to_overwrite(args, out_dir)
     if args.resume:
         step, elapsed, recent, sittings = _load_checkpoint(run)
         log_mode = "a"

@@ -156,6 +156,7 @@ def run(args) -> tuple[dict | None, str | None]:
 def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | None]:
     torch.manual_seed(args.seed)
     out_dir = Path(args.out)
+    loop.refuse_to_overwrite(args, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     train_items, val_items, sources = training_set(args.data, args.val_fraction, args.val)
