@@ -80,31 +80,39 @@ def comparison_markdown(comparison: dict) -> str:
 
 
 def comparison_plot(comparison: dict, path: Path) -> None:
-    """One panel per condition: each run's top-1 change against the reference, with its interval."""
+    """A row of panels per protocol, a column per quality: each run's top-1 change against the
+    reference with its interval, on one scale so that sizes compare across panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = comparison["rows"]
-    conditions = list(dict.fromkeys((r["protocol"], r["quality"]) for r in rows))
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    qualities = list(dict.fromkeys(r["quality"] for r in rows))
     runs = list(dict.fromkeys(r["run"] for r in rows))
-    fig, axes = plt.subplots(1, len(conditions), figsize=(2.6 * len(conditions) + 2, 0.45 * len(runs) + 1.6),
-                             sharey=True, squeeze=False)
-    for ax, (protocol, quality) in zip(axes[0], conditions):
-        for y, run in enumerate(runs):
-            r = next((r for r in rows if (r["run"], r["protocol"], r["quality"]) == (run, protocol, quality)), None)
-            if r is None:
-                continue
-            d, (lo, hi) = 100 * r["difference"], [100 * v for v in r["ci95"]]
-            colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
-            ax.errorbar(d, y, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_title(f"{protocol} {'clean' if quality == 'clean' else f'q{quality}'}", fontsize=9)
-        ax.set_xlabel("top-1 change (points)", fontsize=8)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(runs)), runs, fontsize=8)
-    axes[0][0].invert_yaxis()
+    by = {(r["run"], r["protocol"], r["quality"]): r for r in rows}
+    fig, axes = plt.subplots(len(protocols), len(qualities), sharex=True, sharey=True, squeeze=False,
+                             figsize=(3.2 * len(qualities) + 1.5, (0.35 * len(runs) + 1.0) * len(protocols) + 0.6))
+    for i, protocol in enumerate(protocols):
+        for j, quality in enumerate(qualities):
+            ax = axes[i][j]
+            for y, run in enumerate(runs):
+                r = by.get((run, protocol, quality))
+                if r is None:
+                    continue
+                d, (lo, hi) = 100 * r["difference"], [100 * v for v in r["ci95"]]
+                colour = "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
+                ax.errorbar(d, y, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3)
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_title(f"{protocol} {'clean' if quality == 'clean' else f'q{quality}'}", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+            if i == len(protocols) - 1:
+                ax.set_xlabel("top-1 change (points)", fontsize=8)
+    axes[0][0].set_yticks(range(len(runs)), runs)
+    axes[0][0].set_ylim(len(runs) - 0.5, -0.5)  # the first run on top
+    for row in axes:
+        row[0].tick_params(axis="y", labelsize=8)
     fig.suptitle(textwrap.fill(f"Against {comparison['reference']}, {comparison['images']} photos, paired 95% "
                                "intervals (green/red: the interval excludes 0)", 110), fontsize=9)
     fig.tight_layout()
