@@ -341,7 +341,9 @@ def cmd_evaluate_runs(args) -> int:
         print(markdown_table(result), flush=True)
         print(f"written: {out}/eval.md, eval.json, accuracy_vs_quality.png", flush=True)
         results.append(result)
-    if len(results) > 1:  # an ablation: every run against the first, photo by photo
+    if len({r["files_sha256"] for r in results}) > 1:
+        print("not compared photo by photo: the runs were evaluated on different photos", flush=True)
+    elif len(results) > 1:  # an ablation: every run against the first, photo by photo
         comparison = compare_to_reference(results)
         out = args.out or Path("results")
         (out / "comparison.json").write_text(json.dumps(comparison, indent=2))

@@ -8,7 +8,6 @@ The share of the drop each run wins back stays the bootstrap of ``afd_report``.
 
 from __future__ import annotations
 
-import math
 import textwrap
 from pathlib import Path
 
@@ -48,10 +47,6 @@ def compare_to_reference(results: list[dict]) -> dict:
             "images": reference["rows"][0]["images"], "interval": PAIRED_INTERVAL_METHOD, "rows": rows}
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
 def comparison_markdown(comparison: dict) -> str:
     """One line per run: its top-1 change against the reference at each condition, with the
     paired 95% interval; the reference's own top-1 heads each column."""
@@ -60,7 +55,7 @@ def comparison_markdown(comparison: dict) -> str:
     runs = list(dict.fromkeys(r["run"] for r in rows))
     by = {(r["run"], r["protocol"], r["quality"]): r for r in rows}
     first = {c: next(r for r in rows if (r["protocol"], r["quality"]) == c) for c in conditions}
-    head = [f"{p} {'clean' if q == 'clean' else f'q{q}'} ({_pct(first[(p, q)]['reference_top1'])})"
+    head = [f"{p} {'clean' if q == 'clean' else f'q{q}'} ({100 * first[(p, q)]['reference_top1']:.1f})"
             for p, q in conditions]
     lines = [f"Top-1 change of each run's AFD model against `{comparison['reference']}` (its top-1 % in the "
              f"heading), in points, on the same {comparison['images']} photos, with the paired 95% interval "
