@@ -250,7 +250,6 @@ def train(run: Run) -> Outcome:
     --max-minutes cap or Ctrl-C, whichever comes first; the checkpoint always holds the last step."""
     args, out_dir = run.args, run.out_dir
     step, elapsed, recent, sittings, log_mode = 0, 0.0, [], [], "w"
-    refuse_to_overwrite(args, out_dir)
     if args.resume:
         step, elapsed, recent, sittings = _load_checkpoint(run)
         log_mode = "a"
