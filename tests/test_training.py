@@ -3,6 +3,10 @@
 import argparse
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -144,6 +148,27 @@ def test_a_run_folder_is_resumed_never_started_over(trained, data_dir):
     with pytest.raises(SystemExit, match="--resume continues it"):
         run_training(parse("--data", str(data_dir), "--out", str(trained.out_dir), *TINY))
     assert (trained.out_dir / WEIGHTS).read_bytes() == before
+
+
+def test_sigterm_checkpoints_the_last_whole_step(data_dir, tmp_path):
+    """`kill` stops a run the way Ctrl-C does: a background job of a script ignores SIGINT."""
+    out = tmp_path / "killed"
+    steps = [a if a != "3" else "100000" for a in TINY]
+    trainer = subprocess.Popen([sys.executable, "-m", "afdserve.cli", "train", "--data", str(data_dir),
+                                "--out", str(out), *steps], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / TRAIN_LOG).exists() or not (out / TRAIN_LOG).read_text().strip():
+            assert trainer.poll() is None and time.monotonic() < deadline, trainer.stdout.read()
+            time.sleep(0.2)
+        trainer.send_signal(signal.SIGTERM)
+        output, _ = trainer.communicate(timeout=60)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 130, output
+    logged = [json.loads(line)["step"] for line in (out / TRAIN_LOG).read_text().splitlines()]
+    assert torch.load(out / CHECKPOINT, weights_only=True)["step"] == logged[-1]
+    assert "terminated: checkpoint at step" in output and not (out / WEIGHTS).exists()
 
 
 def test_the_record_keeps_every_sitting_of_a_resumed_run(data_dir, tmp_path):

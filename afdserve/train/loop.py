@@ -1,5 +1,5 @@
 """The one training loop both recipes run: resume checks, checkpoints, the jsonl log, the
-progress bar, ``--pause-at``, ``--max-minutes`` and Ctrl-C, with the RNG state and the thread
+progress bar, ``--pause-at``, ``--max-minutes``, Ctrl-C and SIGTERM, with the RNG state and the thread
 setting handled the same way for every model.
 
 A recipe gives the loop its modules and optimiser, its batches from a step on, and the losses of
@@ -15,6 +15,8 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -245,9 +247,26 @@ def refuse_to_overwrite(args, out_dir: Path) -> None:
                          "to start over, remove the folder or give another --out")
 
 
+@contextlib.contextmanager
+def termination_flag():
+    """A SIGTERM (``kill``, a scheduler's stop) sets the flag instead of ending the process, so
+    the loop finishes its step and checkpoints. Ctrl-C alone is not enough: a job started in the
+    background of a non-interactive shell ignores SIGINT."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(run: Run) -> Outcome:
     """Train from the start (or the checkpoint, with --resume) to --steps, --pause-at, the
-    --max-minutes cap or Ctrl-C, whichever comes first; the checkpoint always holds the last step."""
+    --max-minutes cap, Ctrl-C or SIGTERM, whichever comes first; the checkpoint always holds the
+    last step."""
     args, out_dir = run.args, run.out_dir
     step, elapsed, recent, sittings, log_mode = 0, 0.0, [], [], "w"
     if args.resume:
@@ -280,7 +299,7 @@ def train(run: Run) -> Outcome:
     bar = tqdm(total=args.steps, initial=step, desc=f"train {out_dir.name}", unit="step",
                dynamic_ncols=True, disable=args.no_progress)
     smoothed = None
-    with open(out_dir / TRAIN_LOG, log_mode) as log:
+    with open(out_dir / TRAIN_LOG, log_mode) as log, termination_flag() as terminated:
         try:
             last = time.perf_counter()
             for batch in run.batches(step, stop):
@@ -314,6 +333,11 @@ def train(run: Run) -> Outcome:
                     print(f"\n--max-minutes {args.max_minutes} reached at step {step}", flush=True)
                     save_checkpoint()
                     stopped = "max-minutes"
+                    break
+                if terminated.is_set() and step < stop:
+                    save_checkpoint()
+                    stopped = "interrupted"
+                    print(f"\nterminated: checkpoint at step {step} in {out_dir}", flush=True)
                     break
         except KeyboardInterrupt:
             stopped = "interrupted"
