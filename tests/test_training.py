@@ -14,6 +14,7 @@ import torch
 
 from afdserve.data.folders import LabelledImage, load_labelled_folder
 from afdserve.data.splits import split_images, split_key, training_set
+from afdserve.train import loop
 from afdserve.train.loop import CHECKPOINT, TRAIN_LOG
 from afdserve.imaging.preprocess import resized_dct_tensor
 from afdserve.models.afd import AFDConfig, AFDModule
@@ -148,6 +149,18 @@ def test_a_run_folder_is_resumed_never_started_over(trained, data_dir):
     with pytest.raises(SystemExit, match="--resume continues it"):
         run_training(parse("--data", str(data_dir), "--out", str(trained.out_dir), *TINY))
     assert (trained.out_dir / WEIGHTS).read_bytes() == before
+
+
+def test_a_run_folder_being_trained_is_not_trained_twice(data_dir, tmp_path):
+    out = tmp_path / "busy"
+    run_training(parse("--data", str(data_dir), "--out", str(out), *TINY, "--pause-at", "1"))
+    resume = parse("--data", str(data_dir), "--out", str(out), *TINY, "--resume")
+    before = (out / CHECKPOINT).read_bytes()
+    with loop.run_folder(resume, out):  # as another process training it would
+        with pytest.raises(SystemExit, match="being trained by another process"):
+            run_training(resume)
+    assert (out / CHECKPOINT).read_bytes() == before
+    assert run_training(resume).completed  # free again once that training ends
 
 
 def test_sigterm_checkpoints_the_last_whole_step(data_dir, tmp_path):

@@ -391,18 +391,15 @@ def resolve_backbone(args) -> BackboneSpec:
 
 def run_training(args) -> TrainResult:
     """Train (or resume) per ``args`` (the parsed ``train`` arguments); see the module docstring."""
-    with loop.torch_threads(args.threads) as threads:
-        return _run_training(args, loop.pick_device(args.device), threads)
-
-
-def _run_training(args, device: torch.device, threads: int) -> TrainResult:
-    torch.manual_seed(args.seed)
     backbone = resolve_backbone(args)
     if args.out is None:
         args.out = Path("runs") / f"afd-{args.name or default_name(args)}"
-    out_dir = Path(args.out)
-    loop.refuse_to_overwrite(args, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with loop.torch_threads(args.threads) as threads, loop.run_folder(args, Path(args.out)) as out_dir:
+        return _run_training(args, backbone, out_dir, loop.pick_device(args.device), threads)
+
+
+def _run_training(args, backbone: BackboneSpec, out_dir: Path, device: torch.device, threads: int) -> TrainResult:
+    torch.manual_seed(args.seed)
 
     try:
         student, teacher, config = build_student_and_teacher(args, backbone)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -239,12 +240,29 @@ def _load_checkpoint(run: Run) -> tuple[int, float, list, list]:
     return state["step"], state["elapsed_s"], recent, sittings
 
 
-def refuse_to_overwrite(args, out_dir: Path) -> None:
-    """A run folder with a checkpoint is continued (--resume), never started over: that would
-    overwrite hours of training. Recipes call it before they write anything there."""
-    if not args.resume and (out_dir / CHECKPOINT).exists():
-        raise SystemExit(f"{out_dir} already holds a run (its {CHECKPOINT}): --resume continues it; "
-                         "to start over, remove the folder or give another --out")
+@contextlib.contextmanager
+def run_folder(args, out_dir: Path):
+    """The run folder, held for one training at a time. Recipes train inside it and write nothing
+    there before it is entered.
+
+    A folder with a checkpoint is continued (--resume), never started over: that would overwrite
+    hours of training. And while one process trains it, a second (a script started twice, a
+    --resume in another terminal) is refused: both would write the same checkpoint and log. The
+    lock is the kernel's (flock on the folder), so a process that dies leaves none behind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"{out_dir} is being trained by another process; wait for it or stop it "
+                             "(kill: it checkpoints), then --resume") from None
+        if not args.resume and (out_dir / CHECKPOINT).exists():
+            raise SystemExit(f"{out_dir} already holds a run (its {CHECKPOINT}): --resume continues it; "
+                             "to start over, remove the folder or give another --out")
+        yield out_dir
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager

@@ -149,15 +149,12 @@ def _load_images(items) -> list[Image.Image]:
 def run(args) -> tuple[dict | None, str | None]:
     """Train (or resume) per ``args``: (the record, or None when paused or interrupted; why it
     stopped early, if it did)."""
-    with loop.torch_threads(args.threads) as threads:
-        return _run(args, loop.pick_device(args.device), threads)
+    with loop.torch_threads(args.threads) as threads, loop.run_folder(args, Path(args.out)) as out_dir:
+        return _run(args, out_dir, loop.pick_device(args.device), threads)
 
 
-def _run(args, device: torch.device, threads: int) -> tuple[dict | None, str | None]:
+def _run(args, out_dir: Path, device: torch.device, threads: int) -> tuple[dict | None, str | None]:
     torch.manual_seed(args.seed)
-    out_dir = Path(args.out)
-    loop.refuse_to_overwrite(args, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     train_items, val_items, sources = training_set(args.data, args.val_fraction, args.val)
     task = task_loss_of(args)
