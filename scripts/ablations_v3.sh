@@ -8,6 +8,7 @@
 # Usage: scripts/ablations_v3.sh [STEPS] [MAX_MINUTES_PER_RUN]   (minutes of this invocation)
 #   ONLY="reference width-12" scripts/ablations_v3.sh ...   runs only those (where a core is free)
 #   LANES=8 DEVICE=cuda THREADS=2 WORKERS=2 VAL=DIR AFDSERVE="python3 -m afdserve.cli" ...   elsewhere
+#   VAL_QUALITIES= ...   skips the run's own validation (5 CPU minutes a run): evaluate judges it anyway
 #   then: .venv/bin/afdserve evaluate --run runs/v3-ablation-reference runs/v3-ablation-*/ \
 #           --data ../shared/data/imagenet-val-1000 --quality original,5,10 --out results/afd-v3-ablations --resume
 #   (the reference first: comparison.md then gives each variant against it, photo by photo)
@@ -21,7 +22,7 @@ common=(--data "$data/imagenet-samples" "$data/photos-train" --val "${VAL:-$data
         --loss both --width 8 --steps "$steps" --batch-size 16 --high-quality-share 0.2
         --high-quality-range 75 100 --input-sized-share 0.3 --device "${DEVICE:-cpu}"
         --threads "${THREADS:-1}" --workers "${WORKERS:-1}"
-        --val-qualities 5,10,original --no-progress --max-minutes "$minutes")
+        --val-qualities "${VAL_QUALITIES-5,10,original}" --no-progress --max-minutes "$minutes")
 run() {  # name, extra flags...
   local name=$1; shift
   local out="runs/v3-ablation-$name"
