@@ -172,7 +172,9 @@ def test_sigterm_checkpoints_the_last_whole_step(data_dir, tmp_path):
     try:
         deadline = time.monotonic() + 120
         while not (out / TRAIN_LOG).exists() or not (out / TRAIN_LOG).read_text().strip():
-            assert trainer.poll() is None and time.monotonic() < deadline, trainer.stdout.read()
+            if trainer.poll() is not None or time.monotonic() > deadline:
+                trainer.kill()
+                pytest.fail(f"no step logged: {trainer.communicate()[0]}")
             time.sleep(0.2)
         trainer.send_signal(signal.SIGTERM)
         output, _ = trainer.communicate(timeout=60)
