@@ -3,6 +3,7 @@ conversion, a user's timm checkpoint (and its refusal when it does not fit), pre
 spec, the AFD module on another architecture, training and archives for it."""
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -293,8 +294,6 @@ def test_the_run_resumes_and_refuses_another_backbone(labelled_photos, tiny_timm
 
 
 def test_evaluate_run_builds_its_backbone(tiny_run, labelled_photos, monkeypatch):
-    import functools
-
     from afdserve.data.folders import load_labelled_folder
     from afdserve.evaluation import afd_report
     from afdserve.evaluation.afd_report import evaluate_run, load_run, markdown_table
@@ -346,7 +345,7 @@ def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditi
     real_score = afd_report.score
 
     def counted_score(models, imgs, protocol, quality, *rest):
-        scored.append((protocol, quality))
+        scored.append((protocol, quality, sorted(models)))
         return real_score(models, imgs, protocol, quality, *rest)
 
     monkeypatch.setattr(afd_report, "score", counted_score)
@@ -356,10 +355,45 @@ def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditi
         afd_report.earlier_rows(tmp_path / "eval.json", run, images[:-1])
 
     result = afd_report.evaluate_run(run, images, [None, 5, 10], ["P1"], resamples=10, earlier=earlier)
-    # q5 is new; the clean photos are scored again to pair with it; q10 and the clean row are kept.
-    assert scored == [("P1", None), ("P1", 5)]
+    # q5 is new; the plain backbone sees the clean photos again to pair with it (no answers were
+    # kept); q10 and the clean row are kept.
+    assert scored == [("P1", None, ["plain"]), ("P1", 5, ["afd", "plain"])]
     assert [(r["quality"], r.get("kept", False)) for r in result["rows"]] == [("clean", True), (5, False), (10, True)]
     assert result["cost"] == {"measured": "before"}
+
+
+def test_a_resumed_ablation_scores_only_the_new_runs_module(tiny_run, labelled_photos, monkeypatch, tmp_path):
+    """The plain backbone's answers are kept in --out, so one more run costs only its module."""
+    from afdserve.evaluation import afd_report
+
+    twin, triplet = tmp_path / "twin", tmp_path / "triplet"
+    shutil.copytree(tiny_run, twin)
+    shutil.copytree(tiny_run, triplet)
+    scored = []
+    real_score = afd_report.score
+
+    def counted_score(models, imgs, protocol, quality, *rest):
+        scored.append((protocol, quality, sorted(models)))
+        return real_score(models, imgs, protocol, quality, *rest)
+
+    monkeypatch.setattr(afd_report, "score", counted_score)
+    monkeypatch.setattr(afd_report, "module_cost", functools.partial(afd_report.module_cost, repeats=1))
+    out = tmp_path / "ablation"
+    argv = ["evaluate", "--data", str(labelled_photos), "--quality", "original,10", "--protocols", "P1",
+            "--bootstrap", "10", "--out", str(out)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*argv, "--run", str(tiny_run), str(twin)]) == 0
+        assert scored == [("P1", None, ["afd", "plain"]), ("P1", 10, ["afd", "plain"]),
+                          ("P1", None, ["afd"]), ("P1", 10, ["afd"])]
+        scored.clear()
+        assert main([*argv, "--run", str(tiny_run), str(twin), str(triplet), "--resume"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert scored == [("P1", None, ["afd"]), ("P1", 10, ["afd"])]  # the two runs judged before are kept
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert {(r["run"], r["difference"]) for r in comparison["rows"]} == {("twin", 0.0), ("triplet", 0.0)}
 
 
 def test_build_a_plain_timm_backbone_and_evaluate_it(tiny_timm_checkpoint, tmp_path, capsys):

@@ -110,7 +110,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, default=2000, help="runs only: bootstrap resamples")
     p.add_argument("--resume", action="store_true",
                    help="runs only: keep the rows of --out's eval.json (same run, same photos) and evaluate "
-                        "only the protocols and qualities it lacks")
+                        "only the protocols and qualities it lacks, reusing the plain backbone's answers "
+                        "kept in --out's plain_hits.json")
     p.add_argument("--limit", type=int, default=0, help="only the first N images")
     p.add_argument("--json", help="archives only: also write the results here")
     p.set_defaults(func=cmd_dispatch)

@@ -189,23 +189,43 @@ def earlier_rows(path: Path, run: AFDRun, images: list[LabelledImage]) -> dict |
     return earlier
 
 
+def plain_key(spec: BackboneSpec, protocol: str, quality: int | None, images: list[LabelledImage]) -> str:
+    """Names one condition of the plain backbone: its answers depend on nothing else (not on the
+    module, nor on where the module's DCT comes from)."""
+    condition = [spec.to_dict(), protocol, quality, [i.path.name for i in images]]
+    return hashlib.sha256(json.dumps(condition, sort_keys=True).encode()).hexdigest()
+
+
+def load_plain_hits(path: Path) -> dict:
+    """The plain backbone's per-photo answers an earlier evaluation kept in ``path``."""
+    if not path.exists():
+        return {}
+    return {key: {k: np.array([c == "1" for c in bits], dtype=bool) for k, bits in hits.items()}
+            for key, hits in json.loads(path.read_text()).items()}
+
+
+def save_plain_hits(path: Path, plain_hits: dict) -> None:
+    path.write_text(json.dumps({key: {k: hit_bits(v) for k, v in hits.items()} for key, hits in plain_hits.items()}))
+
+
 def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols, resamples: int,
                  plain_hits: dict | None = None, earlier: dict | None = None) -> dict:
-    """``plain_hits``: the plain backbone's answers kept across runs evaluated on the same images
-    (it does not depend on the module), so a second run costs only its own forwards.
+    """``plain_hits``: the plain backbone's answers by ``plain_key``, kept across runs evaluated on
+    the same images, so a run costs only its own module's forwards; new answers are added to it.
     ``earlier``: a result of the same run on the same photos; its rows are kept and only the
-    conditions it lacks are evaluated (with the clean photos again: the share won back pairs each
-    photo's clean and JPEG answers, and earlier results do not keep them)."""
+    conditions it lacks are evaluated (the share won back pairs each photo's clean and JPEG
+    answers: the plain backbone's clean answers come from ``plain_hits`` or are scored again)."""
     kept = {(r["protocol"], r["quality"]): r for r in (earlier or {}).get("rows", [])}
     plain, afd = deployed_pair(run)
     models = {"plain": plain, "afd": afd}
     plain_hits = {} if plain_hits is None else plain_hits
 
-    def scored(protocol, quality):
-        key = (run.backbone.to_dict().__repr__(), protocol, quality, tuple(i.path.name for i in images))
-        if key in plain_hits:
-            return {"plain": plain_hits[key], **score({"afd": afd}, images, protocol, quality, run.config.dct_source)}
-        hits = score(models, images, protocol, quality, run.config.dct_source)
+    def scored(protocol, quality, with_afd=True):
+        key = plain_key(run.backbone, protocol, quality, images)
+        hits = {"plain": plain_hits[key]} if key in plain_hits else {}
+        todo = {name: model for name, model in models.items() if name not in hits and (with_afd or name == "plain")}
+        if todo:
+            hits.update(score(todo, images, protocol, quality, run.config.dct_source))
         plain_hits[key] = hits["plain"]
         return hits
 
@@ -213,7 +233,7 @@ def evaluate_run(run: AFDRun, images: list[LabelledImage], qualities, protocols,
     protocols = list(dict.fromkeys([*(r["protocol"] for r in rows), *protocols]))
     for protocol in protocols:
         wanted = [q for q in qualities if (protocol, "clean" if q is None else q) not in kept]
-        clean = scored(protocol, None) if wanted else None
+        clean = scored(protocol, None, with_afd=None in wanted) if wanted else None
         for quality in wanted:
             hits = clean if quality is None else scored(protocol, quality)
             row = {"protocol": protocol, "quality": "clean" if quality is None else quality, "images": len(images)}
@@ -324,7 +344,10 @@ def cmd_evaluate_runs(args) -> int:
     unknown = set(protocols) - set(PROTOCOLS)
     if unknown:
         raise SystemExit(f"unknown protocol(s) {sorted(unknown)}; known: {list(PROTOCOLS)}")
-    results, plain_hits = [], {}
+    # The plain backbone's answers, kept beside the results so that a resumed evaluation (one more
+    # ablation run, one more quality) scores only what is new.
+    plain_cache = (args.out or Path("results")) / "plain_hits.json"
+    results, plain_hits = [], load_plain_hits(plain_cache) if args.resume else {}
     # A folder named twice counts once, in its first place: `--run runs/ref runs/*` puts ref first.
     for folder in dict.fromkeys(Path(f) for f in args.run):
         run = load_run(folder)
@@ -335,6 +358,8 @@ def cmd_evaluate_runs(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         earlier = earlier_rows(out / "eval.json", run, images) if args.resume else None
         result = evaluate_run(run, images, qualities, protocols, args.bootstrap, plain_hits, earlier)
+        if plain_hits:
+            save_plain_hits(plain_cache, plain_hits)
         (out / "eval.json").write_text(json.dumps(result, indent=2))
         (out / "eval.md").write_text(markdown_table(result))
         plot(result, out / "accuracy_vs_quality.png")
