@@ -37,7 +37,8 @@ run() {  # name, extra flags...
 # In the order of interest; lane i takes runs i, i + LANES, ...: each lane runs its runs in turn,
 # so a lane whose run ends early goes on to its next instead of waiting for the others.
 variants=("reference" "half-res-fe --fe-downscale 2" "width-12 --width 12" "match-blocks2 --match-later blocks.2"
-          "kd-only --loss kd" "feature-only --loss feature" "global-gate --gate global" "no-quality --no-quality")
+          "kd-only --loss kd" "feature-only --loss feature" "global-gate --gate global" "no-quality --no-quality"
+          "lr-3e-3 --lr 0.003" "quality-5-20 --quality-range 5 20")
 lanes=${LANES:-2}
 lane() {
   local i
