@@ -332,6 +332,20 @@ def test_evaluating_two_runs_compares_the_second_with_the_first(tiny_run, labell
     assert (out / "comparison.png").stat().st_size > 0 and "| twin | +0.0 (" in (out / "comparison.md").read_text()
 
 
+def scored_conditions(monkeypatch) -> list:
+    """What afd_report scores from now on: (protocol, quality, the models it runs), in order."""
+    from afdserve.evaluation import afd_report
+
+    scored, real_score = [], afd_report.score
+
+    def counted_score(models, imgs, protocol, quality, *rest):
+        scored.append((protocol, quality, sorted(models)))
+        return real_score(models, imgs, protocol, quality, *rest)
+
+    monkeypatch.setattr(afd_report, "score", counted_score)
+    return scored
+
+
 def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditions(tiny_run, labelled_photos,
                                                                                       monkeypatch, tmp_path):
     from afdserve.data.folders import load_labelled_folder
@@ -341,14 +355,7 @@ def test_a_resumed_evaluation_keeps_earlier_rows_and_scores_only_the_new_conditi
     images = [i for i in load_labelled_folder(labelled_photos) if i.path.name in run.val_files]
     earlier = {"run": run.name, "files_sha256": afd_report.files_digest(images), "cost": {"measured": "before"},
                "rows": [{"protocol": "P1", "quality": q, "images": len(images), "kept": True} for q in ("clean", 10)]}
-    scored = []
-    real_score = afd_report.score
-
-    def counted_score(models, imgs, protocol, quality, *rest):
-        scored.append((protocol, quality, sorted(models)))
-        return real_score(models, imgs, protocol, quality, *rest)
-
-    monkeypatch.setattr(afd_report, "score", counted_score)
+    scored = scored_conditions(monkeypatch)
     (tmp_path / "eval.json").write_text(json.dumps(earlier))
     assert afd_report.earlier_rows(tmp_path / "eval.json", run, images) == earlier
     with pytest.raises(SystemExit, match="not run"):
@@ -369,14 +376,7 @@ def test_a_resumed_ablation_scores_only_the_new_runs_module(tiny_run, labelled_p
     twin, triplet = tmp_path / "twin", tmp_path / "triplet"
     shutil.copytree(tiny_run, twin)
     shutil.copytree(tiny_run, triplet)
-    scored = []
-    real_score = afd_report.score
-
-    def counted_score(models, imgs, protocol, quality, *rest):
-        scored.append((protocol, quality, sorted(models)))
-        return real_score(models, imgs, protocol, quality, *rest)
-
-    monkeypatch.setattr(afd_report, "score", counted_score)
+    scored = scored_conditions(monkeypatch)
     monkeypatch.setattr(afd_report, "module_cost", functools.partial(afd_report.module_cost, repeats=1))
     out = tmp_path / "ablation"
     argv = ["evaluate", "--data", str(labelled_photos), "--quality", "original,10", "--protocols", "P1",
