@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from afdserve.data.folders import LabelledImage, load_labelled_folder
 from afdserve.data.jpeg import encode_jpeg, jpeg_bytes, parse_qualities
-from afdserve.evaluation.run_comparison import (compare_to_reference, comparison_markdown, comparison_plot,
-                                                hit_bits)
+from afdserve.evaluation.run_comparison import (bits_hits, compare_to_reference, comparison_markdown,
+                                                comparison_plot, hit_bits)
 from afdserve.imaging.decode import decode_image
 from afdserve.imaging.preprocess import collate, prepare
 from afdserve.models.afd import AFDConfig
@@ -200,7 +200,7 @@ def load_plain_hits(path: Path) -> dict:
     """The plain backbone's per-photo answers an earlier evaluation kept in ``path``."""
     if not path.exists():
         return {}
-    return {key: {k: np.array([c == "1" for c in bits], dtype=bool) for k, bits in hits.items()}
+    return {key: {k: np.array(bits_hits(bits), dtype=bool) for k, bits in hits.items()}
             for key, hits in json.loads(path.read_text()).items()}
 
 

@@ -19,7 +19,8 @@ def hit_bits(hits) -> str:
     return "".join("1" if h else "0" for h in hits)
 
 
-def _hits(bits: str) -> list[bool]:
+def bits_hits(bits: str) -> list[bool]:
+    """The inverse of ``hit_bits``."""
     return [c == "1" for c in bits]
 
 
@@ -36,7 +37,7 @@ def compare_to_reference(results: list[dict]) -> dict:
             ref = kept.get((row["protocol"], row["quality"]))
             if ref is None or "top1_hits" not in row:
                 continue
-            d = paired_difference(_hits(ref["top1_hits"]["afd"]), _hits(row["top1_hits"]["afd"]))
+            d = paired_difference(bits_hits(ref["top1_hits"]["afd"]), bits_hits(row["top1_hits"]["afd"]))
             rows.append({"run": result["run"], "protocol": row["protocol"], "quality": row["quality"],
                          "reference_top1": d["top1_a"], "top1": d["top1_b"], "difference": d["diff"],
                          "ci95": [d["ci_low"], d["ci_high"]], "mcnemar_p": d["mcnemar_p"],
